@@ -1,0 +1,51 @@
+# Two entry points for people: `make lab` and `make test`. Everything else is plumbing.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8888
+KERNEL := vision-workbook
+# The stamp records the inputs of the install, so a second `make lab` installs nothing.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
+
+.PHONY: lab test install data kernel release check-release nbval clean bench
+
+$(STAMP):
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed: install it (e.g. apt-get install python3.11) or run make PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned, so no other package can pull a different build.
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+kernel: install
+	@$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Vision Workbook (Python 3.11)" >/dev/null
+	@$(PY) -m ipykernel install --user --name $(KERNEL) --display-name "Vision Workbook (Python 3.11)" >/dev/null
+
+data: install
+	$(PY) -m course_lib.data --profile $${COURSE_PROFILE:-auto}
+
+lab: install data kernel
+	$(VENV)/bin/jupyter lab lessons/ --port=$(PORT) $(if $(NO_BROWSER),--no-browser,) $(LAB_ARGS)
+
+release: install
+	$(PY) -m autograder release
+
+test: install kernel
+	COURSE_PROFILE=ci $(PY) -m course_lib.data --profile ci
+	COURSE_PROFILE=ci $(PY) -m pytest tests -n 2 -q
+	$(MAKE) nbval
+
+nbval: install kernel
+	COURSE_PROFILE=ci $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-kernel-name $(KERNEL) \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 600 solutions/
+
+bench: install
+	$(PY) benchmarks/fill_level.py
+
+clean:
+	rm -rf $(VENV) data build *.egg-info

@@ -1,0 +1,70 @@
+"""Command line: `python -m autograder release|grade ...`."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+
+def _release(args) -> int:
+    from autograder import notebooks
+    from autograder.release import release
+
+    lessons = args.lessons or notebooks.lessons()
+    unknown = set(lessons) - set(notebooks.lessons())
+    if unknown:
+        print(f"No such lesson in solutions/: {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    stale = []
+    for lesson in lessons:
+        ok = release(lesson, check=args.check)
+        if args.check and not ok:
+            stale.append(lesson)
+        elif not args.check:
+            print(f"released {notebooks.release_path(lesson).relative_to(notebooks.LESSONS.parent)}")
+    if stale:
+        print(f"lessons/ is stale for: {', '.join(stale)}. Run `python -m autograder release`.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _grade(args) -> int:
+    from autograder.grade import Options, grade_all
+
+    root = Path(args.submissions)
+    if not root.is_dir():
+        print(f"{root} is not a folder. Expected SUBMISSIONS/<student_id>/<lesson>/<lesson>.ipynb.", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    opts = Options(profile=args.profile, cell_timeout=args.timeout)
+    rows = grade_all(root, out, workers=args.workers, lessons=args.lesson, opts=opts)
+    per = defaultdict(lambda: [0.0, 0.0])
+    for r in rows:
+        per[(r.student_id, r.lesson)][0] += r.score
+        per[(r.student_id, r.lesson)][1] += r.max_score
+    problems = sum(1 for r in rows if r.status not in ("passed", "failed"))
+    print(f"graded {len(per)} submission(s) in {time.perf_counter() - t0:.1f} s -> {out / 'grades.csv'}, "
+          f"feedback in {out / 'feedback'}; {problems} exercise(s) with errors or timeouts")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("release", help="regenerate lessons/ (student versions) from solutions/")
+    r.add_argument("lessons", nargs="*", help="lessons to release (default: all)")
+    r.add_argument("--check", action="store_true", help="only check that lessons/ is up to date (exit 1 if not)")
+    r.set_defaults(func=_release)
+    g = sub.add_parser("grade", help="grade SUBMISSIONS/<student_id>/<lesson>/<lesson>.ipynb")
+    g.add_argument("submissions")
+    g.add_argument("--out", required=True, help="folder for grades.csv and feedback/")
+    g.add_argument("--workers", type=int, default=1, help="notebooks graded at once")
+    g.add_argument("--lesson", action="append", help="grade only this lesson (repeatable)")
+    g.add_argument("--profile", default="ci", choices=["ci", "cpu", "gpu"], help="course profile the notebooks run in")
+    g.add_argument("--timeout", type=int, default=300, help="per-cell time limit in seconds")
+    g.set_defaults(func=_grade)
+    args = p.parse_args(argv)
+    return args.func(args)

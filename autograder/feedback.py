@@ -1,0 +1,41 @@
+"""The feedback page a student reads: what they scored, why, and their graded notebook."""
+from __future__ import annotations
+
+import html
+
+import nbformat
+
+STATUS_TEXT = {
+    "passed": "passed",
+    "failed": "wrong answer",
+    "error": "error",
+    "timeout": "timed out",
+    "kernel_died": "kernel died",
+    "not_run": "not run",
+}
+
+
+def summary_html(rows) -> str:
+    total = sum(r.score for r in rows)
+    possible = sum(r.max_score for r in rows)
+    lines = [f"<h2>{html.escape(rows[0].lesson)}: {total:g} / {possible:g} points</h2>" if rows else "<h2>No exercises</h2>",
+             "<table><tr><th>exercise</th><th>score</th><th>status</th><th>what to look at</th></tr>"]
+    for r in rows:
+        msg = html.escape(r.message).replace("\n", "<br>")
+        lines.append(f"<tr><td><code>{html.escape(r.exercise)}</code></td><td>{r.score:g} / {r.max_score:g}</td>"
+                     f"<td>{STATUS_TEXT.get(r.status, r.status)}</td><td>{msg}</td></tr>")
+    lines.append("</table>")
+    return "\n".join(lines)
+
+
+def render(nb: nbformat.NotebookNode | None, rows) -> str:
+    """A standalone HTML page; when the notebook could not be run, the summary alone."""
+    head = summary_html(rows)
+    if nb is None:
+        return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Feedback</title></head><body>{head}</body></html>"
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.from_dict(dict(nb))
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell(head))
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    return body

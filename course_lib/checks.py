@@ -1,0 +1,320 @@
+"""Check specs: one exercise id, one spec, shared by the self-check and the hidden tests.
+
+A :class:`Spec` knows how to make random cases for an exercise, how to judge a student's
+answer against the reference implementation, and which wrong answers students are known
+to give, each with a message that names the mistake. The notebook's visible self-check
+calls ``check(id, fn)``; the hidden test calls ``check(id, fn, hidden=True)``, which runs
+more cases (on the GPU when the kernel has one). Because both go through the same spec,
+what a student sees while working is exactly what the grader will hold them to.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+import inspect
+import traceback
+import types
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+# Topic modules holding specs. Each defines SPECS: list[Spec]. Imported lazily so that a
+# lesson only pays for its own topic's imports.
+SPEC_MODULES: tuple[str, ...] = ("course_lib.fill_level_checks",)
+
+
+class CheckFailed(AssertionError):
+    """A student's answer disagrees with the reference; the message says how and why."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One call of the exercise: positional and keyword arguments plus a readable label."""
+
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A known wrong answer: an implementation of it, and what to tell a student who made it."""
+
+    name: str
+    impl: Callable[..., Any]
+    message: str
+
+
+Judge = Callable[[Case, Any, Any], "str | None"]
+
+
+@dataclass
+class Spec:
+    """Everything needed to check exercise ``id``.
+
+    cases:    ``cases(rng, device, n)`` returns ``n`` :class:`Case` objects.
+    judge:    ``judge(case, got, expected)`` returns None when ``got`` is right, else a sentence
+              saying what is wrong. ``expected`` is the reference's answer on the same case.
+    mistakes: known wrong answers; when a student's answer matches one, its message is shown.
+    kind:     ``"function"`` (call the student's function on each case) or ``"answer"``
+              (the student's object is a value, e.g. a widget answer; cases are ignored).
+    """
+
+    id: str
+    reference: Callable[..., Any] | None
+    cases: Callable[[np.random.Generator, torch.device, int], list[Case]] | None = None
+    judge: Judge | None = None
+    mistakes: Sequence[Mistake] = ()
+    n_visible: int = 5
+    n_hidden: int = 30
+    kind: str = "function"
+    hint: str = ""
+
+    def expected(self, case: Case) -> Any:
+        return self.reference(*_clone(case.args), **_clone(case.kwargs))
+
+
+@dataclass
+class CheckResult:
+    id: str
+    passed: bool
+    n_cases: int
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+
+
+# ---------------------------------------------------------------------------- registry
+
+_registry: dict[str, Spec] | None = None
+
+
+def registry() -> dict[str, Spec]:
+    """Every spec of every topic, by exercise id. Ids are unique across the course."""
+    global _registry
+    if _registry is None:
+        found: dict[str, Spec] = {}
+        for mod_name in SPEC_MODULES:
+            for spec in importlib.import_module(mod_name).SPECS:
+                if spec.id in found:
+                    raise RuntimeError(f"exercise id {spec.id!r} is defined twice")
+                found[spec.id] = spec
+        _registry = found
+    return _registry
+
+
+def get_spec(exercise_id: str) -> Spec:
+    try:
+        return registry()[exercise_id]
+    except KeyError:
+        raise KeyError(f"No check spec for exercise {exercise_id!r}. Known: {', '.join(sorted(registry()))}") from None
+
+
+# ---------------------------------------------------------------------------- comparing
+
+def describe(x: Any) -> str:
+    """A short description of a value for messages: type, shape, dtype, a few numbers."""
+    if isinstance(x, torch.Tensor):
+        shape = list(x.shape)
+        body = f"tensor shape {shape} dtype {str(x.dtype).replace('torch.', '')} on {x.device.type}"
+        if x.numel() <= 6:
+            body += f" = {x.detach().cpu().tolist()}"
+        return body
+    if isinstance(x, np.ndarray):
+        body = f"array shape {list(x.shape)} dtype {x.dtype}"
+        if x.size <= 6:
+            body += f" = {x.tolist()}"
+        return body
+    text = repr(x)
+    return f"{type(x).__name__} {text if len(text) < 80 else text[:77] + '...'}"
+
+
+def compare(got: Any, expected: Any, rtol: float = 1e-4, atol: float = 1e-5, exact_type: bool = True) -> str | None:
+    """None when ``got`` matches ``expected``, else what differs (type, shape, dtype, device, values)."""
+    if isinstance(expected, torch.Tensor):
+        if not isinstance(got, torch.Tensor):
+            return f"expected a torch tensor, got {describe(got)}"
+        if got.shape != expected.shape:
+            return f"expected shape {list(expected.shape)}, got shape {list(got.shape)}"
+        if got.dtype != expected.dtype and exact_type:
+            return f"expected dtype {expected.dtype}, got {got.dtype}"
+        if got.device.type != expected.device.type:
+            return f"your result is on {got.device.type} but the inputs were on {expected.device.type}: keep it on the inputs' device"
+        g, e = got.detach().cpu(), expected.detach().cpu()
+        if e.dtype.is_floating_point:
+            if not torch.allclose(g.to(e.dtype), e, rtol=rtol, atol=atol, equal_nan=True):
+                return f"values differ (largest difference {(g.to(e.dtype) - e).abs().max().item():.3g})"
+        elif not torch.equal(g, e):
+            return f"values differ in {(g != e).sum().item()} of {e.numel()} elements"
+        return None
+    if isinstance(expected, np.ndarray):
+        if not isinstance(got, np.ndarray):
+            return f"expected a numpy array, got {describe(got)}"
+        if got.shape != expected.shape:
+            return f"expected shape {list(expected.shape)}, got shape {list(got.shape)}"
+        if got.dtype != expected.dtype and exact_type:
+            return f"expected dtype {expected.dtype}, got {got.dtype}"
+        if np.issubdtype(expected.dtype, np.floating):
+            if not np.allclose(got, expected, rtol=rtol, atol=atol, equal_nan=True):
+                return f"values differ (largest difference {np.abs(got - expected).max():.3g})"
+        elif not np.array_equal(got, expected):
+            return f"values differ in {int((got != expected).sum())} of {expected.size} elements"
+        return None
+    if isinstance(expected, (tuple, list)):
+        if not isinstance(got, (tuple, list)) or len(got) != len(expected):
+            return f"expected a {type(expected).__name__} of {len(expected)} items, got {describe(got)}"
+        for i, (g, e) in enumerate(zip(got, expected)):
+            why = compare(g, e, rtol, atol, exact_type)
+            if why:
+                return f"item {i}: {why}"
+        return None
+    if isinstance(expected, float):
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            return "expected a Python float, got a one-element tensor: call .item() on it"
+        if not isinstance(got, (float, int)) or isinstance(got, bool):
+            return f"expected a float, got {describe(got)}"
+        if not np.isclose(got, expected, rtol=rtol, atol=atol):
+            return f"expected {expected:.6g}, got {got:.6g}"
+        return None
+    if got != expected:
+        return f"expected {describe(expected)}, got {describe(got)}"
+    return None
+
+
+def _clone(x: Any) -> Any:
+    """A deep copy of case arguments, so a student's in-place edit cannot poison later cases."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().clone()
+    if isinstance(x, torch.nn.Module):
+        return x  # models are shared on purpose: judges look at what the function did to them
+    if isinstance(x, (tuple, list)):
+        return type(x)(_clone(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _clone(v) for k, v in x.items()}
+    return copy.deepcopy(x)
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    """Global names a function uses, including inside its comprehensions and inner functions."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
+def isolate(fn: Callable, ids: Iterable[str]) -> Callable:
+    """``fn`` with every call to another exercise replaced by that exercise's reference.
+
+    So each exercise is graded on its own: a wrong ``make_fill_image`` costs its own
+    points once, not again in every exercise that calls it.
+    """
+    if not isinstance(fn, types.FunctionType):
+        return fn
+    names = _global_names(fn.__code__) & set(ids)
+    names.discard(fn.__name__)
+    if not names:
+        return fn
+    specs = registry()
+    glb = dict(fn.__globals__)
+    for name in names:
+        if specs[name].reference is not None:
+            glb[name] = specs[name].reference
+    new = types.FunctionType(fn.__code__, glb, fn.__name__, fn.__defaults__, fn.__closure__)
+    new.__kwdefaults__ = fn.__kwdefaults__
+    return new
+
+
+# ---------------------------------------------------------------------------- checking
+
+def _device(hidden: bool) -> torch.device:
+    from course_lib.config import current
+
+    return current().device
+
+
+def _call(fn: Callable, case: Case) -> Any:
+    return fn(*_clone(case.args), **_clone(case.kwargs))
+
+
+def _diagnose(spec: Spec, case: Case, got: Any, judge: Judge) -> str | None:
+    """The message of the first known mistake whose answer on ``case`` equals the student's."""
+    for mistake in spec.mistakes:
+        try:
+            wrong = _call(mistake.impl, case)
+        except Exception:
+            continue
+        try:
+            if judge(case, got, wrong) is None:
+                return mistake.message
+        except Exception:
+            continue
+    return None
+
+
+def _not_implemented(exc: BaseException) -> bool:
+    return isinstance(exc, NotImplementedError)
+
+
+def run_check(spec: Spec, obj: Any, hidden: bool = False, seed: int | None = None) -> CheckResult:
+    """Check ``obj`` (a function, or a value for answer specs) against ``spec``; never raises."""
+    judge = spec.judge or (lambda case, got, expected: compare(got, expected))
+    if spec.kind == "answer":
+        try:
+            why = judge(Case(), obj, None)
+        except Exception as e:  # a malformed answer is the student's mistake, not ours
+            why = f"could not read your answer ({type(e).__name__}: {e})"
+        if why is None:
+            return CheckResult(spec.id, True, 1, f"✓ {spec.id}: your answer is right.")
+        return CheckResult(spec.id, False, 1, f"✗ {spec.id}: {why}" + (f"\n  Hint: {spec.hint}" if spec.hint else ""))
+
+    if obj is None or not callable(obj):
+        return CheckResult(spec.id, False, 0, f"✗ {spec.id}: expected a function, got {describe(obj)}.")
+    fn = isolate(obj, registry().keys())
+    n = spec.n_hidden if hidden else spec.n_visible
+    # Hidden runs use other cases than the visible self-check, so a memorised answer fails.
+    rng = np.random.default_rng((seed if seed is not None else 0) + (7919 if hidden else 0))
+    cases = spec.cases(rng, _device(hidden), n)
+    for i, case in enumerate(cases, 1):
+        where = f"case {i} of {len(cases)}" + (f" ({case.label})" if case.label else "")
+        try:
+            got = _call(fn, case)
+        except Exception as e:
+            if _not_implemented(e):
+                return CheckResult(spec.id, False, i - 1, f"✗ {spec.id}: not implemented yet: replace `raise NotImplementedError()` with your code.")
+            tb = traceback.format_exception_only(type(e), e)[-1].strip()
+            msg = f"✗ {spec.id}: {where} raised {tb}"
+            if isinstance(e, TypeError) and "argument" in str(e) and spec.reference is not None:
+                msg += f"\n  Hint: the expected signature is {spec.id}{inspect.signature(spec.reference, eval_str=True)}"
+            return CheckResult(spec.id, False, i - 1, msg)
+        expected = spec.expected(case) if spec.reference is not None else None
+        why = judge(case, got, expected)
+        if why is None:
+            continue
+        lines = [f"✗ {spec.id}: {where}: {why}."]
+        diagnosis = _diagnose(spec, case, got, judge)
+        if diagnosis:
+            lines.append(f"  Likely mistake: {diagnosis}")
+        elif spec.hint:
+            lines.append(f"  Hint: {spec.hint}")
+        return CheckResult(spec.id, False, i - 1, "\n".join(lines))
+    dev = _device(hidden).type
+    plural = "s" if len(cases) != 1 else ""
+    return CheckResult(spec.id, True, len(cases), f"✓ {spec.id}: passed {len(cases)} case{plural} ({dev}).")
+
+
+def check(exercise_id: str, obj: Any, hidden: bool = False, seed: int | None = None) -> None:
+    """Check a student's answer to ``exercise_id`` and print the verdict.
+
+    The visible self-check only prints, so "Run All" carries on past an unfinished exercise.
+    The hidden test (``hidden=True``) raises :class:`CheckFailed` on a wrong answer, which is
+    what costs the exercise its points when the notebook is graded.
+    """
+    result = run_check(get_spec(exercise_id), obj, hidden=hidden, seed=seed)
+    if hidden and not result.passed:
+        raise CheckFailed(result.message)
+    print(result.message)

@@ -1,0 +1,160 @@
+"""The check framework and the fill-level specs: right answers pass, known mistakes are named."""
+import numpy as np
+import pytest
+import torch
+
+from course_lib import checks, fill_level
+from course_lib.checks import CheckFailed, Mistake, check, get_spec, run_check
+
+FUNCTION_SPECS = [s for s in checks.registry().values() if s.kind == "function"]
+
+
+@pytest.mark.parametrize("spec", FUNCTION_SPECS, ids=lambda s: s.id)
+@pytest.mark.parametrize("hidden", [False, True])
+def test_reference_passes_its_own_spec(spec, hidden):
+    ref = getattr(fill_level, spec.id)
+    result = run_check(spec, ref, hidden=hidden)
+    assert result.passed, result.message
+
+
+@pytest.mark.parametrize(
+    "spec,mistake",
+    [(s, m) for s in FUNCTION_SPECS for m in s.mistakes],
+    ids=lambda x: getattr(x, "id", None) or getattr(x, "name", None),
+)
+def test_every_known_mistake_fails_with_a_message(spec, mistake):
+    result = run_check(spec, mistake.impl, hidden=True)
+    assert not result.passed
+    # The message is either the mistake's own diagnosis or a precise judge sentence.
+    assert result.message.startswith(f"✗ {spec.id}:") and len(result.message) > 40
+
+
+@pytest.mark.parametrize("spec_id,mistake", [
+    ("make_fill_image", "columns"), ("make_fill_image", "bottom"), ("make_fill_image", "round"),
+    ("make_fill_image", "one"), ("fill_l1_loss", "broadcast"), ("fill_l1_loss", "mse"),
+    ("fill_l1_loss", "sum"), ("fill_l1_loss", "no_abs"), ("predict_fill", "no_eval"),
+    ("predict_fill", "no_normalize"), ("predict_fill", "unscaled"),
+])
+def test_diagnosis_names_the_mistake(spec_id, mistake):
+    spec = get_spec(spec_id)
+    m = next(m for m in spec.mistakes if m.name == mistake)
+    result = run_check(spec, m.impl, hidden=True)
+    assert f"Likely mistake: {m.message}" in result.message
+
+
+def test_seed_broadcasting_bug_is_caught_even_though_batch_one_hides_it():
+    # With B=1 the seed's loss is right; the spec must still catch it through larger batches.
+    seed_loss = lambda pred, gt: torch.abs(pred - gt).mean()  # noqa: E731 - the seed's own line
+    assert torch.isclose(seed_loss(torch.tensor([[0.3]]), torch.tensor([0.5])), torch.tensor(0.2))
+    with pytest.raises(CheckFailed, match="broadcasts"):
+        check("fill_l1_loss", seed_loss, hidden=True)
+
+
+def test_hidden_uses_more_and_other_cases_than_visible():
+    spec = get_spec("fill_l1_loss")
+    seen = []
+    record = lambda p, t: (seen.append(p.shape[0]), fill_level.fill_l1_loss(p, t))[1]  # noqa: E731
+    assert run_check(spec, record).passed
+    n_visible, visible = len(seen), list(seen)
+    seen.clear()
+    assert run_check(spec, record, hidden=True).passed
+    assert len(seen) > n_visible and seen != visible[: len(seen)]
+
+
+def test_hard_coded_answer_fails_on_random_cases():
+    # An answer memorised from the visible self-check's first case must not pass the hidden test.
+    spec = get_spec("fill_l1_loss")
+    first = spec.cases(np.random.default_rng(0), torch.device("cpu"), spec.n_visible)[0]
+    memorised = fill_level.fill_l1_loss(*first.args)
+    assert not run_check(spec, lambda p, t: memorised, hidden=True).passed
+
+
+def test_not_implemented_and_exceptions_are_explained():
+    def stub(fill_level, size=900):
+        raise NotImplementedError()
+
+    assert "not implemented yet" in run_check(get_spec("make_fill_image"), stub).message
+
+    def no_size(fill_level):
+        return np.zeros((900, 900, 3), np.uint8)
+
+    msg = run_check(get_spec("make_fill_image"), no_size).message
+    assert "unexpected keyword argument 'size'" in msg and "make_fill_image(fill_level: float, size: int = 900)" in msg
+
+    def crash(fill_level, size=900):
+        return np.zeros((size, size, 3), np.uint8)[None][5]
+
+    msg = run_check(get_spec("make_fill_image"), crash).message
+    assert "raised IndexError" in msg and "case 1" in msg
+
+
+def test_wrong_shape_and_type_messages():
+    msg = run_check(get_spec("fill_l1_loss"), lambda p, t: (p.reshape(-1) - t).abs()).message
+    assert "expected shape [], got shape [4]" in msg
+    msg = run_check(get_spec("predict_fill"), lambda m, img, size=None: torch.tensor(0.5)).message
+    assert "Python float" in msg
+
+
+def test_visible_check_prints_and_hidden_check_raises(capsys):
+    def wrong(pred, target):
+        return torch.abs(pred - target).mean()
+
+    check("fill_l1_loss", wrong)
+    assert "✗ fill_l1_loss" in capsys.readouterr().out
+    with pytest.raises(CheckFailed):
+        check("fill_l1_loss", wrong, hidden=True)
+
+
+def test_isolation_grades_each_exercise_alone():
+    # A load_batch that calls a broken make_fill_image is graded with the reference one.
+    namespace = {"np": np, "torch": torch, "fill_level": fill_level,
+                 "make_fill_image": lambda level, size=900: np.ones((size, size, 3), np.uint8)}
+    exec(
+        "def load_batch(batch_size, size):\n"
+        "    levels = torch.from_numpy(np.random.random(batch_size)).float()\n"
+        "    imgs = torch.stack([fill_level.to_input(make_fill_image(float(l), size)) for l in levels])\n"
+        "    return imgs, levels\n",
+        namespace,
+    )
+    assert run_check(get_spec("load_batch"), namespace["load_batch"]).passed
+    assert not run_check(get_spec("make_fill_image"), namespace["make_fill_image"]).passed
+
+
+def test_mutating_inputs_does_not_poison_the_reference():
+    def mutating(pred, target):
+        out = (pred.reshape(-1) - target).abs().mean()
+        target.zero_()
+        return out
+
+    assert run_check(get_spec("fill_l1_loss"), mutating, hidden=True).passed
+
+
+def test_answer_spec_for_widget():
+    spec = get_spec("same_image_levels")
+    assert run_check(spec, (0.5, 0.51, 32)).passed
+    assert run_check(spec, (0.10, 0.12, 16)).passed
+    assert "different images" in run_check(spec, (0.5, 0.6, 32)).message
+    assert "0.005 apart" in run_check(spec, (0.5, 0.5, 32)).message
+    assert "expected (level_a, level_b, size)" in run_check(spec, None).message
+    # Property check over many random pairs, against a direct count of white rows.
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        a, b, s = float(rng.random()), float(rng.random()), int(rng.integers(4, 200))
+        same = int(a * s) == int(b * s) and abs(a - b) >= 0.005
+        assert run_check(spec, (a, b, s)).passed == same
+
+
+def test_ids_are_unique_and_each_has_a_reference_or_judge():
+    for sid, spec in checks.registry().items():
+        assert spec.id == sid
+        assert spec.reference is not None or spec.judge is not None
+
+
+def test_custom_spec_with_mistake():
+    spec = checks.Spec(
+        id="double", reference=lambda x: 2 * x,
+        cases=lambda rng, dev, n: [checks.Case((torch.tensor(float(rng.integers(1, 9))),)) for _ in range(n)],
+        mistakes=[Mistake("square", lambda x: x * x, "you squared instead of doubling")],
+    )
+    assert run_check(spec, lambda x: x + x).passed
+    assert "you squared" in run_check(spec, lambda x: x * x).message

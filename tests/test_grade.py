@@ -1,0 +1,149 @@
+"""`python -m autograder grade` on a small class: right, untouched, one mistake, broken, missing."""
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder import grade, notebooks
+
+LESSON = "06_fill_level"
+ROOT = Path(__file__).resolve().parent.parent
+SEED_LOSS = "def fill_l1_loss(pred, target):\n    return torch.abs(pred - target).mean()\n"
+
+
+def _with_solution(nb, gid, source):
+    for cell in nb.cells:
+        if notebooks.grade_id(cell) == gid:
+            cell.source = source
+    return nb
+
+
+def _write(nb, path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    subs = tmp_path_factory.mktemp("submissions")
+    out = tmp_path_factory.mktemp("out")
+    solution = notebooks.read(notebooks.source_path(LESSON))
+    _write(solution, subs / "alice" / LESSON / f"{LESSON}.ipynb")
+    shutil.copytree(ROOT / "lessons" / LESSON, subs / "bob" / LESSON)
+    _write(_with_solution(notebooks.read(notebooks.source_path(LESSON)), "fill_l1_loss", SEED_LOSS),
+           subs / "carol" / LESSON / f"{LESSON}.ipynb")
+    broken = subs / "dave" / LESSON / f"{LESSON}.ipynb"
+    broken.parent.mkdir(parents=True)
+    broken.write_text(json.dumps(solution)[:5000])  # a notebook cut off mid-upload
+    (subs / "erin" / LESSON).mkdir(parents=True)
+    proc = subprocess.run([sys.executable, "-m", "autograder", "grade", str(subs), "--out", str(out), "--workers", "2"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=1500)
+    rows = list(csv.DictReader(open(out / "grades.csv")))
+    by = defaultdict(dict)
+    for r in rows:
+        by[r["student_id"]][r["exercise"]] = r
+    return proc, out, by, rows
+
+
+def _total(by, student):
+    return sum(float(r["score"]) for r in by[student].values())
+
+
+def test_grading_completes_with_exit_0(graded):
+    proc, out, by, rows = graded
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "graded 5 submission(s)" in proc.stdout
+    assert list(rows[0].keys()) == ["student_id", "lesson", "exercise", "score", "max_score", "status"]
+    exercises = [e.id for e in notebooks.exercises(notebooks.read(notebooks.source_path(LESSON)))]
+    for student in ("alice", "bob", "carol", "dave", "erin"):
+        assert sorted(by[student]) == sorted(exercises)
+
+
+def test_solution_gets_full_marks(graded):
+    _, _, by, _ = graded
+    assert all(r["status"] == "passed" and r["score"] == r["max_score"] for r in by["alice"].values())
+    assert _total(by, "alice") == 10
+
+
+def test_untouched_student_notebook_gets_zero_and_feedback(graded):
+    _, out, by, _ = graded
+    assert _total(by, "bob") == 0
+    assert {r["status"] for r in by["bob"].values()} <= {"failed", "error"}
+    page = (out / "feedback" / "bob" / f"{LESSON}.html").read_text()
+    assert "0 / 10 points" in page and "not implemented yet" in page
+
+
+def test_one_wrong_function_loses_exactly_its_points(graded):
+    _, out, by, _ = graded
+    wrong = by["carol"]["fill_l1_loss"]
+    assert wrong["status"] == "failed" and float(wrong["score"]) == 0 and float(wrong["max_score"]) == 2
+    assert _total(by, "carol") == 10 - 2
+    page = (out / "feedback" / "carol" / f"{LESSON}.html").read_text()
+    assert "broadcasts" in page  # the diagnosis reaches the student
+
+
+def test_malformed_and_missing_notebooks_are_reported_not_fatal(graded):
+    _, out, by, _ = graded
+    for student, words in (("dave", "not a readable notebook"), ("erin", "expected 06_fill_level.ipynb")):
+        assert all(r["status"] == "error" and float(r["score"]) == 0 for r in by[student].values())
+        assert words in (out / "feedback" / student / f"{LESSON}.html").read_text()
+
+
+def test_feedback_pages_show_figures(graded):
+    _, out, _, _ = graded
+    page = (out / "feedback" / "alice" / f"{LESSON}.html").read_text()
+    assert "10 / 10 points" in page and "data:image/png;base64" in page
+
+
+# ---- the restore step on its own: students cannot edit tests or lose graded cells
+
+def _source_release():
+    return notebooks.read(notebooks.source_path(LESSON)), notebooks.read(notebooks.release_path(LESSON))
+
+
+def test_restore_puts_back_edited_tests_and_keeps_answers():
+    source, release = _source_release()
+    student = nbformat.from_dict(json.loads(json.dumps(release)))
+    for cell in student.cells:
+        if notebooks.grade_id(cell) == "fill_l1_loss_test":
+            cell.source = "pass  # tests removed"
+        if notebooks.grade_id(cell) == "fill_l1_loss":
+            cell.source = "def fill_l1_loss(p, t): return 'mine'"
+            cell.metadata["nbgrader"]["points"] = 100
+    fixed = grade.restore(student, source, release)
+    cells = {notebooks.grade_id(c): c for c in fixed.cells if notebooks.grade_id(c)}
+    assert "check('fill_l1_loss', fill_l1_loss, hidden=True)" in cells["fill_l1_loss_test"].source
+    assert cells["fill_l1_loss"].source == "def fill_l1_loss(p, t): return 'mine'"
+    assert "points" not in cells["fill_l1_loss"].metadata["nbgrader"]
+
+
+def test_restore_reinserts_deleted_cells_in_order():
+    source, release = _source_release()
+    student = nbformat.from_dict(json.loads(json.dumps(release)))
+    student.cells = [c for c in student.cells if notebooks.grade_id(c) not in ("setup", "load_batch", "load_batch_test")]
+    fixed = grade.restore(student, source, release)
+    order = [notebooks.grade_id(c) for c in fixed.cells if notebooks.grade_id(c)]
+    assert order == [notebooks.grade_id(c) for c in source.cells if notebooks.grade_id(c)]
+    stub = next(c for c in fixed.cells if notebooks.grade_id(c) == "load_batch")
+    assert "NotImplementedError" in stub.source
+
+
+def test_discover_reports_unknown_lessons_and_renamed_copies(tmp_path, capsys):
+    (tmp_path / "zed" / "99_nope").mkdir(parents=True)
+    (tmp_path / "amy" / LESSON).mkdir(parents=True)
+    shutil.copy(notebooks.release_path(LESSON), tmp_path / "amy" / LESSON / f"{LESSON} (1).ipynb")
+    subs = grade.discover(tmp_path)
+    assert [(s.student_id, s.path.name) for s in subs] == [("amy", f"{LESSON} (1).ipynb")]
+    assert "99_nope" in capsys.readouterr().out
+
+
+def test_cli_rejects_a_missing_folder(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "autograder", "grade", str(tmp_path / "nope"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "is not a folder" in proc.stderr
