@@ -20,9 +20,23 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-# Topic modules holding specs. Each defines SPECS: list[Spec]. Imported lazily so that a
-# lesson only pays for its own topic's imports.
-SPEC_MODULES: tuple[str, ...] = ("course_lib.fill_level_checks",)
+
+
+def spec_modules() -> list[str]:
+    """Every ``course_lib/<topic>_checks.py``; each defines ``SPECS: list[Spec]``.
+
+    Found by name, so adding a lesson never means editing a shared list.
+    """
+    import pkgutil
+
+    import course_lib
+
+    return sorted(f"course_lib.{m.name}" for m in pkgutil.iter_modules(course_lib.__path__) if m.name.endswith("_checks"))
+
+
+def topic_module(spec: "Spec"):
+    """The module holding the reference implementations for ``spec``: ``<topic>_checks`` -> ``<topic>``."""
+    return importlib.import_module(spec.module.removesuffix("_checks"))
 
 
 class CheckFailed(AssertionError):
@@ -71,6 +85,7 @@ class Spec:
     n_hidden: int = 30
     kind: str = "function"
     hint: str = ""
+    module: str = ""  # the *_checks module that defines it; set by the registry
 
     def expected(self, case: Case) -> Any:
         return self.reference(*_clone(case.args), **_clone(case.kwargs))
@@ -98,10 +113,11 @@ def registry() -> dict[str, Spec]:
     global _registry
     if _registry is None:
         found: dict[str, Spec] = {}
-        for mod_name in SPEC_MODULES:
+        for mod_name in spec_modules():
             for spec in importlib.import_module(mod_name).SPECS:
                 if spec.id in found:
                     raise RuntimeError(f"exercise id {spec.id!r} is defined twice")
+                spec.module = mod_name
                 found[spec.id] = spec
         _registry = found
     return _registry

@@ -1,5 +1,4 @@
 """lessons/ is generated from solutions/, and every exercise id ties its parts together."""
-import importlib
 import inspect
 import subprocess
 import sys
@@ -65,8 +64,7 @@ def test_one_exercise_one_id(lesson):
         spec = registry[ex.id]
         if spec.kind == "function":
             # The reference lives in course_lib/<topic>.py under the same name, typed and documented.
-            topic = importlib.import_module(spec.cases.__module__.removesuffix("_checks"))
-            ref = getattr(topic, ex.id)
+            ref = getattr(checks.topic_module(spec), ex.id)
             assert spec.reference in (None, ref) and ref.__name__ == ex.id
             assert ref.__doc__, f"{ex.id} reference needs a docstring giving shapes"
             assert inspect.signature(ref).return_annotation is not inspect.Signature.empty
