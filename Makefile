@@ -30,7 +30,8 @@ data: install
 	$(PY) -m course_lib.data --profile $${COURSE_PROFILE:-auto}
 
 lab: install data kernel
-	$(VENV)/bin/jupyter lab lessons/ --port=$(PORT) $(if $(NO_BROWSER),--no-browser,) $(LAB_ARGS)
+	$(VENV)/bin/jupyter lab lessons/ --port=$(PORT) $(if $(NO_BROWSER),--no-browser,) \
+		$(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
 
 release: install
 	$(PY) -m autograder release

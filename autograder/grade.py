@@ -49,6 +49,7 @@ class Options:
     profile: str = "ci"
     cell_timeout: int = 300
     kernel_name: str | None = None
+    threads: int | None = None  # CPU threads per kernel; None: the cores shared among the workers
     extra_env: dict = field(default_factory=dict)
 
 
@@ -242,7 +243,7 @@ def grade_one(sub: Submission, out: Path, opts: Options) -> list[Row]:
         for item in sub.path.parent.iterdir():
             if item.is_file() and item.suffix != ".ipynb":
                 shutil.copy2(item, workdir / item.name)
-        env = {"COURSE_PROFILE": opts.profile, "COURSE_GRADING": "1", **opts.extra_env}
+        env = {"COURSE_PROFILE": opts.profile, "COURSE_GRADING": "1", **_thread_env(opts.threads), **opts.extra_env}
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
@@ -262,6 +263,14 @@ def grade_one(sub: Submission, out: Path, opts: Options) -> list[Row]:
         return rows
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _thread_env(threads: int | None) -> dict:
+    """Cap each kernel's math threads. Two kernels each spinning two OpenMP threads on two
+    cores run several times slower than two kernels with one thread each."""
+    if not threads:
+        return {}
+    return {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
 
 
 def write_grades(rows: list[Row], path: Path) -> None:
@@ -289,6 +298,8 @@ def grade_all(root: Path, out: Path, workers: int = 1, lessons: list[str] | None
     from tqdm.auto import tqdm
 
     opts = opts or Options()
+    if opts.threads is None:
+        opts.threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     subs = discover(root, lessons)
     rows: list[Row] = []
     bar = tqdm(total=len(subs), desc="grading", unit="nb", disable=not progress)

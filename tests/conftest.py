@@ -7,6 +7,13 @@ import pytest
 os.environ.setdefault("COURSE_PROFILE", "ci")
 matplotlib.use("Agg")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One math thread per test worker: workers that each spin several OpenMP threads on
+    # the same cores slow each other down several times over.
+    import torch
+
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _course_setup():
