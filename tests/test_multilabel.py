@@ -1,0 +1,326 @@
+"""course_lib.multilabel: references against PyTorch and fastai, diagnoses, the explorer, and grading the lesson."""
+import csv
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from course_lib import multilabel as M
+from course_lib.checks import CheckFailed, check, get_spec, run_check
+from course_lib.data.pascal import VOC_CLASSES
+
+ROOT = Path(__file__).resolve().parent.parent
+LESSON = "03_multilabel"
+SEED_BCE = ("def binary_cross_entropy(inputs, targets):\n"
+            "    inputs = inputs.sigmoid()\n"
+            "    return -torch.where(targets==1, 1-inputs, inputs).log().mean()\n")
+
+
+def _random_logits(rng, scale=3.0):
+    b, c = int(rng.integers(1, 65)), int(rng.integers(1, 21))
+    x = torch.from_numpy(rng.normal(0, scale, (b, c))).float()
+    t = torch.from_numpy((rng.random((b, c)) < rng.uniform(0.05, 0.6)).astype(np.float32))
+    return x, t
+
+
+# ------------------------------------------------------------------------------ references
+
+def test_one_hot_matches_fastai_multicategory_encoding():
+    from fastai.data.transforms import MultiCategorize, OneHotEncode
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        vocab = sorted(rng.choice(VOC_CLASSES, size=int(rng.integers(2, 21)), replace=False).tolist())
+        labels = rng.choice(vocab, size=int(rng.integers(0, min(4, len(vocab)) + 1)), replace=False).tolist()
+        want = OneHotEncode(len(vocab))(MultiCategorize(vocab=vocab)(labels))
+        got = M.one_hot(labels, vocab)
+        assert got.dtype == torch.float32 and got.shape == (len(vocab),)
+        assert torch.equal(got, torch.as_tensor(want).float())
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0, 30.0])
+def test_bce_equals_pytorch_with_logits(scale):
+    # Scale 30 reaches logits where sigmoid-then-log would give inf; the reference must not.
+    rng = np.random.default_rng(int(scale))
+    for _ in range(100):
+        x, t = _random_logits(rng, scale)
+        got = M.binary_cross_entropy(x, t)
+        assert got.shape == () and torch.isfinite(got)
+        assert torch.allclose(got, F.binary_cross_entropy_with_logits(x, t), rtol=1e-5, atol=1e-6)
+        assert torch.allclose(got, torch.nn.BCEWithLogitsLoss()(x, t), rtol=1e-5, atol=1e-6)
+
+
+def test_bce_is_differentiable_with_pytorch_gradients():
+    x, t = _random_logits(np.random.default_rng(5))
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    M.binary_cross_entropy(x1, t).backward()
+    F.binary_cross_entropy_with_logits(x2, t).backward()
+    assert torch.allclose(x1.grad, x2.grad, atol=1e-7)
+
+
+def test_accuracy_multi_equals_fastai():
+    from fastai.metrics import accuracy_multi as fastai_accuracy_multi
+
+    rng = np.random.default_rng(1)
+    for i in range(200):
+        x, t = _random_logits(rng)
+        thresh = float(rng.choice([0.5, float(rng.uniform(0.05, 0.95)), 0.25]))
+        sigmoid = bool(i % 2)
+        inp = x if sigmoid else torch.from_numpy(rng.integers(0, 5, tuple(x.shape)) / 4).float()
+        got = M.accuracy_multi(inp, t, thresh=thresh, sigmoid=sigmoid)
+        want = fastai_accuracy_multi(inp, t, thresh=thresh, sigmoid=sigmoid)
+        assert got.shape == () and got.dtype == torch.float32
+        assert torch.equal(got, torch.as_tensor(want).as_subclass(torch.Tensor)), (i, thresh, sigmoid)
+
+
+def test_best_threshold_matches_brute_force():
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        x, t = _random_logits(rng)
+        p = x.sigmoid()
+        ths = [round(float(v), 3) for v in np.sort(rng.uniform(0.01, 0.99, int(rng.integers(1, 40))))]
+        accs = [((p.numpy() > th) == (t.numpy() == 1)).mean() for th in ths]
+        i = int(np.argmax(accs))  # the first of any ties, like torch.argmax
+        got_t, got_a = M.best_threshold(p, t, ths)
+        assert isinstance(got_t, float) and isinstance(got_a, float)
+        assert abs(got_t - ths[i]) < 1e-6 and abs(got_a - accs[i]) < 1e-6
+
+
+def test_precision_recall_by_counting():
+    p = torch.tensor([[0.9, 0.6, 0.1], [0.2, 0.7, 0.4]])
+    t = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    # At 0.5: predicted (0,0) (0,1) (1,1); right (0,0) (1,1); true (0,0) (1,0) (1,1).
+    assert M.precision_recall(p, t, 0.5) == pytest.approx((2 / 3, 2 / 3))
+    assert M.precision_recall(p, t, 0.95) == (1.0, 0.0)
+
+
+def test_reference_predictions_are_fixed():
+    # Graded widget answers are checked against this curve: it must never drift.
+    p1, t1 = M.reference_predictions()
+    p2, t2 = M.reference_predictions()
+    assert torch.equal(p1, p2) and torch.equal(t1, t2)
+    assert p1.shape == t1.shape == (400, 20)
+    assert set(t1.sum(1).tolist()) == {1.0, 2.0, 3.0}
+    best_t, best_a = M.best_threshold(p1, t1, M.explorer_thresholds())
+    assert best_t == pytest.approx(0.40) and best_a == pytest.approx(0.9621, abs=1e-4)
+    assert M.accuracy_multi(p1, t1, 0.5, sigmoid=False).item() == pytest.approx(0.9615, abs=1e-4)
+
+
+def test_settings_per_profile():
+    for profile in ("ci", "cpu", "gpu"):
+        s = M.settings(profile)
+        assert {"size", "batch_size", "epochs", "freeze_epochs", "lr", "thresh"} <= set(s)
+    assert M.settings("ci")["size"] <= 64 and M.settings("ci")["epochs"] == 1
+
+
+# ------------------------------------------------------------------------------ data and learner
+
+def test_dataloaders_on_the_ci_data():
+    from course_lib.data.pascal import get_pascal_2007
+
+    path = get_pascal_2007("ci")
+    df = M.read_pascal_csv(path)
+    dls = M.pascal_dataloaders(path, 32, 8, device="cpu")
+    assert list(dls.vocab) == VOC_CLASSES
+    assert len(dls.valid_ds) == int(df["is_valid"].sum()) and len(dls.train_ds) == int((~df["is_valid"]).sum())
+    xb, yb = dls.valid.one_batch()
+    assert tuple(xb.shape) == (8, 3, 32, 32) and tuple(yb.shape) == (8, 20)
+    # The targets are the one-hot encoding of the CSV's labels, in the validation order.
+    rows = df[df["is_valid"]].head(8)
+    want = torch.stack([M.one_hot(r["labels"].split(" "), VOC_CLASSES) for _, r in rows.iterrows()])
+    assert torch.equal(yb.as_subclass(torch.Tensor).cpu(), want)
+
+
+def test_learner_pretrained_is_offline_and_says_so(tmp_path, monkeypatch, capsys):
+    import torchvision
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    assert M.learner_pretrained(torchvision.models.resnet18) is False
+    assert "pretrained=False" in capsys.readouterr().out
+    weights = torchvision.models.ResNet18_Weights.DEFAULT
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / weights.url.rsplit("/", 1)[-1]).write_bytes(b"")
+    assert M.learner_pretrained("resnet18") is True
+    assert "pretrained=True" in capsys.readouterr().out
+
+
+def test_fine_tune_kwargs_spare_a_random_body():
+    s = M.settings("ci")
+    assert M.fine_tune_kwargs(False, s)["lr_mult"] == 1 and M.fine_tune_kwargs(True, s)["lr_mult"] == 100
+
+
+# ------------------------------------------------------------------------------ diagnoses
+
+def test_seed_swapped_where_is_diagnosed():
+    seed = {}
+    exec(SEED_BCE, {"torch": torch}, seed)
+    with pytest.raises(CheckFailed, match="rewards wrong labels: are the torch.where branches swapped"):
+        check("binary_cross_entropy", seed["binary_cross_entropy"], hidden=True)
+
+
+@pytest.mark.parametrize("spec_id,mistake,words", [
+    ("binary_cross_entropy", "no_sigmoid", "apply .sigmoid()"),
+    ("binary_cross_entropy", "softmax", "use sigmoid, not softmax"),
+    ("binary_cross_entropy", "cross_entropy", "F.cross_entropy"),
+    ("accuracy_multi", "no_sigmoid", "apply inp.sigmoid()"),
+    ("accuracy_multi", "direction", "wrong way"),
+    ("accuracy_multi", "softmax", "not softmax"),
+    ("accuracy_multi", "always_sigmoid", "only when sigmoid=True"),
+    ("accuracy_multi", "argmax", "single-label accuracy"),
+    ("one_hot", "rows", "F.one_hot"),
+    ("best_threshold", "argmin", "argmin"),
+    ("best_threshold", "sigmoid_again", "sigmoid=False"),
+])
+def test_mistakes_are_named(spec_id, mistake, words):
+    spec = get_spec(spec_id)
+    m = next(m for m in spec.mistakes if m.name == mistake)
+    msg = run_check(spec, m.impl, hidden=True).message
+    assert f"Likely mistake: {m.message}" in msg and words in msg
+
+
+def test_one_hot_integer_dtype_is_explained():
+    msg = run_check(get_spec("one_hot"), lambda labels, vocab: M.one_hot(labels, vocab).long()).message
+    assert "make it float" in msg
+
+
+def test_naive_bce_passes_and_returning_a_float_accuracy_does_not():
+    def naive(inputs, targets):
+        p = inputs.sigmoid()
+        return -torch.where(targets == 1, p, 1 - p).log().mean()
+
+    assert run_check(get_spec("binary_cross_entropy"), naive, hidden=True).passed
+    msg = run_check(get_spec("accuracy_multi"), lambda *a, **k: M.accuracy_multi(*a, **k).item()).message
+    assert "not a Python float" in msg
+
+
+def test_best_threshold_accepts_any_tied_best_and_tensors():
+    p = torch.tensor([[0.9, 0.1], [0.8, 0.2]])
+    t = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    spec = get_spec("best_threshold")
+    ths = [0.3, 0.5, 0.7]  # all three give accuracy 1.0
+    case = spec.cases(np.random.default_rng(0), torch.device("cpu"), 1)[0]
+    assert spec.judge(case, M.best_threshold(*case.args), M.best_threshold(*case.args)) is None
+    from course_lib.checks import Case
+
+    c = Case((p, t, ths))
+    assert spec.judge(c, (0.7, 1.0), M.best_threshold(p, t, ths)) is None
+    assert spec.judge(c, (torch.tensor(0.5), torch.tensor(1.0)), M.best_threshold(p, t, ths)) is None
+    assert "not one of the thresholds" in spec.judge(c, (0.6, 1.0), M.best_threshold(p, t, ths))
+
+
+# ------------------------------------------------------------------------------ widget
+
+def test_explorer_shows_numbers_and_flips():
+    from course_lib.widgets.multilabel import ThresholdExplorer
+
+    ex = ThresholdExplorer()
+    p, t = M.reference_predictions()
+    ex.threshold.value = 0.3
+    prec, rec = M.precision_recall(p, t, 0.3)
+    acc = M.accuracy_multi(p, t, 0.3, sigmoid=False).item()
+    assert f"accuracy:</b> {acc:.4f}" in ex.info.value and f"precision:</b> {prec:.3f}" in ex.info.value
+    assert f"recall:</b> {rec:.3f}" in ex.info.value
+    flipped = ex.flipped()
+    assert flipped == torch.nonzero(((p > 0.3) != (p > 0.5)).any(1)).flatten().tolist()
+    assert f"{len(flipped)}, first 6" in ex.flips.value
+    ex.threshold.value = 0.5
+    assert ex.flipped() == [] and "none" in ex.flips.value
+
+
+def test_flip_description_marks_right_and_wrong_changes():
+    from course_lib.widgets.multilabel import ThresholdExplorer
+
+    p = torch.tensor([[0.4, 0.3, 0.6]])
+    t = torch.tensor([[1.0, 0.0, 0.0]])
+    ex = ThresholdExplorer(p, t, ["cat", "dog", "car"])
+    ex.threshold.value = 0.2
+    assert ex.describe_flip(0) == "+cat✓ +dog✗ (true: cat)"
+    ex.threshold.value = 0.7
+    assert ex.describe_flip(0) == "−car✓ (true: cat)"
+
+
+def test_recording_gives_a_gradable_answer():
+    from course_lib.widgets.multilabel import ThresholdExplorer
+
+    ex = ThresholdExplorer()
+    spec = get_spec("chosen_threshold")
+    ex.threshold.value = 0.41
+    ex.record_button.click()
+    assert f"chosen_threshold = {ex.answer!r}" in ex.recorded.value
+    assert run_check(spec, ex.answer).passed
+    ex.threshold.value = 0.15
+    ex.record_button.click()
+    assert ex.answer[0] == 0.15
+    assert "try a higher threshold" in run_check(spec, ex.answer).message
+    assert "record it with the explorer" in run_check(spec, (0.41, 0.99)).message
+    assert "slider position" in run_check(spec, (0.415, 0.96)).message
+
+
+def test_explorer_with_images_shows_thumbnails():
+    from course_lib.data.pascal import get_pascal_2007
+    from course_lib.widgets.multilabel import ThresholdExplorer
+
+    path = get_pascal_2007("ci")
+    items = sorted((path / "train").glob("*.jpg"))[:3]
+    p = torch.tensor([[0.45, 0.1], [0.9, 0.2], [0.3, 0.48]])
+    t = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    ex = ThresholdExplorer(p, t, ["cat", "dog"], items=items)
+    ex.threshold.value = 0.4
+    assert ex.flipped() == [0, 2] and ex.flips.value.count("data:image/png;base64") == 2
+
+
+# ------------------------------------------------------------------------------ grading the lesson
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    from autograder import notebooks
+
+    subs = tmp_path_factory.mktemp("submissions")
+    out = tmp_path_factory.mktemp("out")
+
+    def write(nb, student):
+        path = subs / student / LESSON / f"{LESSON}.ipynb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, path)
+
+    write(notebooks.read(notebooks.source_path(LESSON)), "alice")
+    write(notebooks.read(notebooks.release_path(LESSON)), "bob")
+    seeded = notebooks.read(notebooks.source_path(LESSON))
+    for cell in seeded.cells:
+        if notebooks.grade_id(cell) == "binary_cross_entropy":
+            cell.source = SEED_BCE
+    write(seeded, "carol")
+    proc = subprocess.run([sys.executable, "-m", "autograder", "grade", str(subs), "--out", str(out), "--workers", "2"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=1500)
+    by = defaultdict(dict)
+    for r in csv.DictReader(open(out / "grades.csv")):
+        by[r["student_id"]][r["exercise"]] = r
+    return proc, out, by
+
+
+def _total(rows):
+    return sum(float(r["score"]) for r in rows.values())
+
+
+def test_grading_the_lesson(graded):
+    proc, out, by = graded
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exercises = {"one_hot": 1, "binary_cross_entropy": 2, "accuracy_multi": 2, "best_threshold": 2, "chosen_threshold": 1}
+    assert {k: float(r["max_score"]) for k, r in by["alice"].items()} == exercises
+    # The solution: full marks.
+    assert all(r["status"] == "passed" for r in by["alice"].values()) and _total(by["alice"]) == 8
+    # The untouched student notebook: nothing, and feedback that says why.
+    assert _total(by["bob"]) == 0 and {r["status"] for r in by["bob"].values()} <= {"failed", "error"}
+    page = (out / "feedback" / "bob" / f"{LESSON}.html").read_text()
+    assert "0 / 8 points" in page and "not implemented yet" in page
+    # The seed's swapped BCE: loses exactly that exercise, with the diagnosis in the feedback.
+    wrong = by["carol"]["binary_cross_entropy"]
+    assert wrong["status"] == "failed" and float(wrong["score"]) == 0
+    assert _total(by["carol"]) == 8 - 2
+    assert "torch.where branches swapped" in (out / "feedback" / "carol" / f"{LESSON}.html").read_text()
