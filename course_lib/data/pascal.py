@@ -241,8 +241,10 @@ def _sprite(cat: int, size: float, rng: np.random.Generator) -> tuple[Image.Imag
 def _background(w: int, h: int, rng: np.random.Generator) -> np.ndarray:
     """A VOC-ish backdrop: flat, gradient, cloudy or a horizon, always with sensor-like noise."""
     def muted() -> np.ndarray:
+        # Greyish tints: saturated colour is left to the objects, the cue a network trained
+        # from scratch learns first.
         base = rng.uniform(60, 200)
-        return np.clip(base + rng.normal(0, 35, 3), 0, 255)
+        return np.clip(base + rng.normal(0, 22, 3), 0, 255)
 
     kind = rng.integers(4)
     yy = np.arange(h, dtype=np.float32)[:, None]
@@ -256,7 +258,7 @@ def _background(w: int, h: int, rng: np.random.Generator) -> np.ndarray:
         img = muted() * (1 - t[..., None]) + muted() * t[..., None]
     elif kind == 2:
         k = int(rng.integers(3, 8))
-        small = np.clip(rng.normal(muted(), 30, (k, k, 3)), 0, 255).astype(np.uint8)
+        small = np.clip(rng.normal(muted(), 18, (k, k, 3)), 0, 255).astype(np.uint8)
         img = np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC), np.float32)
     else:
         horizon = rng.uniform(0.3, 0.7) * h
@@ -284,14 +286,15 @@ def _render(long_side: int, rng: np.random.Generator) -> tuple[Image.Image, list
     img = Image.fromarray(_background(w, h, rng))
     n = int(rng.choice([1, 2, 3], p=_N_OBJECTS_P))
     cats = rng.choice(len(VOC_CLASSES), size=n, p=_CLASS_WEIGHTS / _CLASS_WEIGHTS.sum())
-    sizes = np.sort(min(w, h) * np.exp(rng.uniform(math.log(0.25), math.log(0.75), n)))[::-1]
+    sizes = np.sort(min(w, h) * np.exp(rng.uniform(math.log(0.3), math.log(0.8), n)))[::-1]
     # Big things go behind small ones; each placement is retried until every object keeps
     # at least half of itself visible, so labels stay recoverable from the pixels.
     masks: list[np.ndarray] = []
-    placed: list[tuple[int, Image.Image, Image.Image, tuple[int, int]]] = []
+    placed: list[tuple[int, Image.Image, Image.Image, tuple[int, int], tuple[int, int, int, int]]] = []
     for cat, size in zip(cats, sizes):
         sprite, alpha = _sprite(int(cat), float(size), rng)
         sw, sh = sprite.size
+        area = np.count_nonzero(np.asarray(alpha))
         for _ in range(30):
             # Photographers centre their subjects, so centres lean to the middle (which also
             # keeps most objects inside the square crops fastai's Resize takes); up to 40%
@@ -301,18 +304,17 @@ def _render(long_side: int, rng: np.random.Generator) -> tuple[Image.Image, list
             layer = Image.new("L", (w, h), 0)
             layer.paste(alpha, (x0, y0))
             m = np.asarray(layer) > 0
-            if m.sum() < 0.6 * (np.asarray(alpha) > 0).sum():
+            if np.count_nonzero(m) < 0.6 * area:
                 continue
             if _visible_enough(masks, m):
                 masks.append(m)
-                placed.append((int(cat), sprite, alpha, (x0, y0)))
+                # The painted extent clipped to the image, occluded parts included.
+                placed.append((int(cat), sprite, alpha, (x0, y0), layer.getbbox()))
                 break
     objects = []
-    for (cat, sprite, alpha, pos), m in zip(placed, masks):
+    for cat, sprite, alpha, pos, (left, top, right, bottom) in placed:
         img.paste(sprite, pos, alpha)
-        ys, xs = np.nonzero(m)
-        x, y = int(xs.min()), int(ys.min())
-        objects.append((cat, [x, y, int(xs.max()) + 1 - x, int(ys.max()) + 1 - y]))
+        objects.append((cat, [left, top, right - left, bottom - top]))
     return img, objects
 
 
@@ -320,7 +322,7 @@ def _visible_enough(masks: list[np.ndarray], new: np.ndarray) -> bool:
     """Whether every mask painted so far keeps half its pixels once ``new`` goes on top."""
     above = new.copy()
     for prev in reversed(masks):
-        if (prev & ~above).sum() < 0.5 * prev.sum():
+        if np.count_nonzero(prev & ~above) < 0.5 * np.count_nonzero(prev):
             return False
         above |= prev
     return True
@@ -440,6 +442,8 @@ def make_pascal_2007(root: Path, n_images: int, seed: int = 0, image_size: int =
     """
     if n_images < 2:
         raise ValueError("n_images must be at least 2 (one training and one validation image).")
+    if image_size < 64:
+        raise ValueError(f"image_size={image_size} is too small to draw recognisable objects; use 64 or more.")
     params = {"dataset": "pascal_2007", "version": VERSION, "seed": seed, "count": n_images,
               "image_size": image_size}
     return build_once(Path(root) / "pascal_2007", params, _builder(n_images, seed, image_size))
