@@ -67,6 +67,10 @@ DEPTH_INTRINSICS = np.array([[575.816, 0.0, 320.0], [0.0, 575.816, 240.0], [0.0,
 # people in 24 recordings). Folder 13, which fastbook holds out, is nobody else's.
 _REPEATS: dict[str, str] = {"15": "03", "18": "06", "21": "10", "24": "01"}
 
+# How far (px) the camera's view of the room drifts between frames, horizontally and vertically:
+# with a fixed backdrop per recording a network can key on the room instead of the head.
+_PAN = (48, 32)
+
 # Sensor noise is drawn once per folder and shifted per frame: fresh noise per frame is slow.
 _NOISE_PAD = 64
 
@@ -181,7 +185,7 @@ class _Person:
 class _Session:
     """What changes between recordings: room, clothes, light, where the chair stands."""
 
-    background: np.ndarray  # (H, W, 3) uint8
+    background: np.ndarray  # (H + 2 pan, W + 2 pan, 3) uint8 room, seen through a shifting window
     noise: np.ndarray  # (H + pad, W + pad) int8 sensor noise, cropped at a random offset per frame
     shirt: tuple[int, int, int]
     shoulders: float  # half shoulder width in head half-widths
@@ -224,23 +228,27 @@ def _make_person(seed: int, person: int) -> _Person:
 
 
 def _draw_room(rng: np.random.Generator) -> np.ndarray:
-    """A wall with furniture, a floor and uneven light: (H, W, 3) uint8."""
+    """A wall with furniture, a floor and uneven light: (H + 2 pan, W + 2 pan, 3) uint8.
+
+    Drawn larger than a frame: each frame sees it through a slightly shifted window.
+    """
+    cw, ch = WIDTH + 2 * _PAN[0], HEIGHT + 2 * _PAN[1]
     wall = tuple(int(v) for v in np.clip(np.array(_WALLS[rng.integers(len(_WALLS))]) + rng.normal(0, 8, 3), 0, 255))
-    img = Image.new("RGB", (WIDTH, HEIGHT), wall)
+    img = Image.new("RGB", (cw, ch), wall)
     draw = ImageDraw.Draw(img)
-    floor_y = int(rng.uniform(330, 420))
+    floor_y = int(rng.uniform(330, 420)) + _PAN[1]
     floor = tuple(int(v) for v in np.array(_WOODS[rng.integers(len(_WOODS))]) * rng.uniform(0.7, 1.1))
-    draw.rectangle([0, floor_y, WIDTH, HEIGHT], fill=floor)
-    draw.line([0, floor_y, WIDTH, floor_y], fill=tuple(int(v * 0.6) for v in wall), width=3)
+    draw.rectangle([0, floor_y, cw, ch], fill=floor)
+    draw.line([0, floor_y, cw, floor_y], fill=tuple(int(v * 0.6) for v in wall), width=3)
 
     def colour(base: tuple[int, int, int], spread: float = 20) -> tuple[int, int, int]:
         return tuple(int(v) for v in np.clip(np.array(base) + rng.normal(0, spread, 3), 0, 255))
 
     for _ in range(int(rng.integers(3, 7))):
         kind = ["window", "door", "shelf", "picture", "board", "plant", "cabinet", "lamp"][rng.integers(8)]
-        x = int(rng.uniform(-60, WIDTH - 40))
+        x = int(rng.uniform(-60, cw - 40))
         if kind == "window":
-            w, h, y = int(rng.uniform(120, 220)), int(rng.uniform(110, 180)), int(rng.uniform(20, 90))
+            w, h, y = int(rng.uniform(120, 220)), int(rng.uniform(110, 180)), int(rng.uniform(20, 90)) + _PAN[1]
             draw.rectangle([x, y, x + w, y + h], fill=colour((235, 235, 230), 8))
             draw.rectangle([x + 8, y + 8, x + w - 8, y + h - 8], fill=colour((175, 205, 235), 18))
             draw.line([x + w // 2, y, x + w // 2, y + h], fill=(235, 235, 230), width=6)
@@ -250,7 +258,7 @@ def _draw_room(rng: np.random.Generator) -> np.ndarray:
             draw.rectangle([x, floor_y - 300, x + w, floor_y], fill=colour(_WOODS[rng.integers(len(_WOODS))]))
             draw.ellipse([x + w - 22, floor_y - 160, x + w - 10, floor_y - 148], fill=(200, 190, 120))
         elif kind == "shelf":
-            w, top = int(rng.uniform(110, 200)), int(rng.uniform(40, 180))
+            w, top = int(rng.uniform(110, 200)), int(rng.uniform(40, 180)) + _PAN[1]
             draw.rectangle([x, top, x + w, floor_y], fill=colour(_WOODS[rng.integers(len(_WOODS))]))
             for shelf_y in range(top + 10, floor_y - 30, 55):
                 bx = x + 6
@@ -260,7 +268,7 @@ def _draw_room(rng: np.random.Generator) -> np.ndarray:
                     bx += bw + 1
                 draw.rectangle([x, shelf_y + 48, x + w, shelf_y + 53], fill=colour((60, 45, 30), 10))
         elif kind == "picture":
-            w, h, y = int(rng.uniform(50, 120)), int(rng.uniform(40, 100)), int(rng.uniform(30, 200))
+            w, h, y = int(rng.uniform(50, 120)), int(rng.uniform(40, 100)), int(rng.uniform(30, 200)) + _PAN[1]
             draw.rectangle([x, y, x + w, y + h], fill=colour((50, 40, 30), 20))
             draw.rectangle([x + 5, y + 5, x + w - 5, y + h - 5], fill=colour((130, 140, 120), 50))
             for _ in range(3):
@@ -268,7 +276,7 @@ def _draw_room(rng: np.random.Generator) -> np.ndarray:
                 r = rng.uniform(4, 18)
                 draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour((120, 120, 120), 60))
         elif kind == "board":
-            w, h, y = int(rng.uniform(150, 260)), int(rng.uniform(90, 150)), int(rng.uniform(40, 140))
+            w, h, y = int(rng.uniform(150, 260)), int(rng.uniform(90, 150)), int(rng.uniform(40, 140)) + _PAN[1]
             draw.rectangle([x, y, x + w, y + h], fill=(160, 160, 165))
             draw.rectangle([x + 4, y + 4, x + w - 4, y + h - 4], fill=colour((240, 240, 238), 5))
             for _ in range(int(rng.integers(2, 6))):
@@ -287,14 +295,14 @@ def _draw_room(rng: np.random.Generator) -> np.ndarray:
             draw.rectangle([x, floor_y - h, x + w, floor_y], fill=colour((170, 165, 155), 30))
             draw.line([x + w // 2, floor_y - h + 5, x + w // 2, floor_y - 5], fill=(80, 80, 80), width=2)
         else:  # lamp
-            y = int(rng.uniform(60, 160))
+            y = int(rng.uniform(60, 160)) + _PAN[1]
             draw.line([x + 30, y + 40, x + 30, floor_y], fill=(60, 60, 60), width=4)
             draw.polygon([(x + 5, y + 40), (x + 55, y + 40), (x + 42, y), (x + 18, y)], fill=colour((230, 220, 180), 15))
 
     img = img.filter(ImageFilter.BoxBlur(1))
     # A window or lamp off to one side: light falls off across the room and towards the floor.
-    yy = np.arange(HEIGHT, dtype=np.float32)[:, None] / HEIGHT
-    xx = np.arange(WIDTH, dtype=np.float32)[None, :] / WIDTH
+    yy = np.arange(ch, dtype=np.float32)[:, None] / ch
+    xx = np.arange(cw, dtype=np.float32)[None, :] / cw
     side = rng.uniform(-1, 1)
     gain = (1.0 + 0.44 * side * (xx - 0.5) - 0.12 * yy) * np.float32(rng.uniform(0.8, 1.1))
     return np.clip(np.asarray(img, dtype=np.float32) * gain[..., None], 0, 255).astype(np.uint8)
@@ -541,12 +549,14 @@ def _face_colour(person: _Person, q: np.ndarray, gaze: np.ndarray, rot_flip: np.
 
 
 def _draw_frame(person: _Person, session: _Session, rot: np.ndarray, t: np.ndarray, cal: np.ndarray,
-                gaze: np.ndarray, gain: float, noise_at: tuple[int, int], head: str = "full") -> Image.Image:
+                gaze: np.ndarray, gain: float, noise_at: tuple[int, int], pan: tuple[int, int],
+                head: str = "full") -> Image.Image:
     """One 640x480 frame with the head centred on ``project(t, cal)``."""
     u, v = project(t, cal)
     scale = cal[0][0] / t[2]  # px per mm at the head's depth
     ax = person.axes * scale
-    img = Image.fromarray(session.background)
+    px, py = pan
+    img = Image.fromarray(np.ascontiguousarray(session.background[py:py + HEIGHT, px:px + WIDTH]))
     draw = ImageDraw.Draw(img)
 
     # Torso and neck sit below the head; the body stays upright while the head turns.
@@ -621,7 +631,8 @@ def _render_folder(args: tuple[Path, int, int, int, str]) -> None:
         gaze = rng.normal(0, 0.02, 2)
         gain = float(rng.uniform(0.9, 1.1))
         noise_at = (int(rng.integers(0, _NOISE_PAD)), int(rng.integers(0, _NOISE_PAD)))
-        img = _draw_frame(person, session, rot, t, cal, gaze, gain, noise_at, head)
+        pan = (int(rng.integers(0, 2 * _PAN[0] + 1)), int(rng.integers(0, 2 * _PAN[1] + 1)))
+        img = _draw_frame(person, session, rot, t, cal, gaze, gain, noise_at, pan, head)
         stem = f"frame_{number:05d}"
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=JPEG_QUALITY)
