@@ -275,9 +275,15 @@ def imagenet_weights_path(arch: str = "resnet18") -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
 
 
-def course_pretrained_path(arch: str = "resnet18") -> Path:
-    """Where course_lib caches its own source-task pretraining of ``arch``."""
-    return config.data_root() / "weights" / f"{arch}_course_pretrained.pth"
+def course_pretrained_path(arch: str = "resnet18", steps: int = DEFAULT_STEPS, batch_size: int = DEFAULT_BATCH_SIZE,
+                           image_size: int = DEFAULT_IMAGE_SIZE, seed: int = 0) -> Path:
+    """Where course_lib caches its own source-task pretraining of ``arch`` with these settings.
+
+    The settings are part of the name so that the quick ``ci`` pretraining and the longer
+    ``cpu`` one live side by side instead of replacing each other.
+    """
+    tag = f"v{SOURCE_VERSION}_{steps}x{batch_size}_{image_size}px_seed{seed}"
+    return config.data_root() / "weights" / f"{arch}_course_pretrained_{tag}.pth"
 
 
 def pretrained_resnet(arch: str = "resnet18", progress: bool = True, *, source: str = "auto",
@@ -310,7 +316,7 @@ def pretrained_resnet(arch: str = "resnet18", progress: bool = True, *, source: 
     model = getattr(models, arch)(num_classes=len(classes))
     meta = {"arch": arch, "source_version": SOURCE_VERSION, "steps": steps, "batch_size": batch_size,
             "image_size": image_size, "seed": seed}
-    cache = course_pretrained_path(arch)
+    cache = course_pretrained_path(arch, steps, batch_size, image_size, seed)
     saved = _load_cache(cache)
     if saved is not None and saved.get("meta") == meta:
         model.load_state_dict(saved["state_dict"])

@@ -74,6 +74,11 @@ class Spec:
     mistakes: known wrong answers; when a student's answer matches one, its message is shown.
     kind:     ``"function"`` (call the student's function on each case) or ``"answer"``
               (the student's object is a value, e.g. a widget answer; cases are ignored).
+    observe:  ``observe(fn, case)`` replaces the plain call ``fn(*case.args, **case.kwargs)``
+              when what matters is not the return value: for an exercise that changes a model
+              in place, or a class, it builds fresh inputs, calls ``fn`` and returns what the
+              judge should look at. The student's code, the reference and every known mistake
+              go through it alike, each on its own fresh inputs.
     """
 
     id: str
@@ -86,9 +91,16 @@ class Spec:
     kind: str = "function"
     hint: str = ""
     module: str = ""  # the *_checks module that defines it; set by the registry
+    observe: Callable[[Callable[..., Any], Case], Any] | None = None
+
+    def run(self, fn: Callable[..., Any], case: Case) -> Any:
+        """What ``fn`` does on ``case``: its return value, or what ``observe`` reports."""
+        if self.observe is not None:
+            return self.observe(fn, case)
+        return _call(fn, case)
 
     def expected(self, case: Case) -> Any:
-        return self.reference(*_clone(case.args), **_clone(case.kwargs))
+        return self.run(self.reference, case)
 
 
 @dataclass
@@ -261,7 +273,7 @@ def _diagnose(spec: Spec, case: Case, got: Any, judge: Judge) -> str | None:
     """The message of the first known mistake whose answer on ``case`` equals the student's."""
     for mistake in spec.mistakes:
         try:
-            wrong = _call(mistake.impl, case)
+            wrong = spec.run(mistake.impl, case)
         except Exception:
             continue
         try:
@@ -298,7 +310,7 @@ def run_check(spec: Spec, obj: Any, hidden: bool = False, seed: int | None = Non
     for i, case in enumerate(cases, 1):
         where = f"case {i} of {len(cases)}" + (f" ({case.label})" if case.label else "")
         try:
-            got = _call(fn, case)
+            got = spec.run(fn, case)
         except Exception as e:
             if _not_implemented(e):
                 return CheckResult(spec.id, False, i - 1, f"✗ {spec.id}: not implemented yet: replace `raise NotImplementedError()` with your code.")

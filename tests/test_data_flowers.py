@@ -133,7 +133,7 @@ def test_course_pretraining_is_cached_atomically_and_reused(caches: Path, monkey
         real_replace(src, dst)
 
     monkeypatch.setattr(backbone.os, "replace", spy)
-    cache = backbone.course_pretrained_path("resnet18")
+    cache = backbone.course_pretrained_path("resnet18", **TINY)
     first = backbone.pretrained_resnet("resnet18", progress=False, **TINY)
     assert "pretraining resnet18" in capsys.readouterr().out
     assert isinstance(first, models.ResNet)
@@ -159,8 +159,24 @@ def test_failed_save_leaves_no_cache(caches: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(backbone.torch, "save", broken_save)
     with pytest.raises(OSError):
         backbone.pretrained_resnet("resnet18", progress=False, **TINY)
-    folder = backbone.course_pretrained_path("resnet18").parent
+    folder = backbone.course_pretrained_path("resnet18", **TINY).parent
     assert list(folder.iterdir()) == []
+
+
+def test_corrupt_cache_is_rebuilt(caches: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cache = backbone.course_pretrained_path("resnet18", **TINY)
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(b"the end of a file cut short by a full disk")
+    model = backbone.pretrained_resnet("resnet18", progress=False, **TINY)
+    assert "pretraining resnet18" in capsys.readouterr().out
+    assert backbone._load_cache(cache) is not None
+    assert _same_weights(model, backbone.pretrained_resnet("resnet18", progress=False, **TINY))
+
+
+def test_settings_have_their_own_cache_files() -> None:
+    quick = backbone.course_pretrained_path("resnet18", **TINY)
+    longer = backbone.course_pretrained_path("resnet18", **{**TINY, "steps": 400})
+    assert quick != longer and quick.parent == longer.parent
 
 
 def test_cached_imagenet_weights_are_used(caches: Path, monkeypatch: pytest.MonkeyPatch,
