@@ -20,6 +20,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -336,6 +337,31 @@ def pretrained_resnet(arch: str = "resnet18", progress: bool = True, *, source: 
                          "seconds": time.perf_counter() - start, "state_dict": model.state_dict()})
     print(f"backbone: pretrained in {time.perf_counter() - start:.0f} s ({_describe(acc)})")
     return model.eval()
+
+
+def fastai_arch(arch: str = "resnet18", **pretrain) -> "Callable[..., nn.Module]":
+    """An architecture for fastai's ``vision_learner`` that loads :func:`pretrained_resnet` when ``pretrained=True``.
+
+    fastai looks an architecture up in its ``model_meta`` table to know where to cut the body,
+    how to split it into parameter groups and which statistics to normalise with. The function
+    returned here is registered with the same entry as torchvision's ``arch`` (minus the download),
+    so ``vision_learner(dls, fastai_arch(), pretrained=True)`` behaves exactly like
+    ``vision_learner(dls, resnet18)`` on a machine that can download. ``pretrain`` is passed on
+    (``steps``, ``batch_size``, ``image_size``, ``seed``).
+    """
+    from fastai.vision.learner import model_meta
+    from torchvision import models
+
+    def build(pretrained: bool = True, **kwargs) -> nn.Module:
+        if pretrained:
+            return pretrained_resnet(arch, progress=True, **pretrain)
+        return getattr(models, arch)()
+
+    build.__name__ = f"course_{arch}"
+    meta = dict(model_meta[getattr(models, arch)])
+    meta.pop("weights", None)  # without it fastai calls build(pretrained=...) instead of asking torchvision
+    model_meta[build] = meta
+    return build
 
 
 def _describe(acc: dict[str, float]) -> str:

@@ -219,6 +219,19 @@ def backbone(profile: str | None = None, progress: bool = True) -> nn.Module:
     return pretrained_resnet("resnet18", progress=progress, **settings(profile)["pretrain"])
 
 
+def prepare(profile: str | None = None) -> Path:
+    """Make (or find) the profile's pretrained backbone ahead of the lesson; returns where it is cached.
+
+    ``python -m course_lib.data`` calls this, so a student's first run of lesson 02 does not wait for it.
+    """
+    from course_lib.backbone import course_pretrained_path, imagenet_weights_path
+
+    if imagenet_weights_path("resnet18").is_file():
+        return imagenet_weights_path("resnet18")
+    backbone(profile, progress=True)
+    return course_pretrained_path("resnet18", **settings(profile)["pretrain"])
+
+
 def denormalize(x: Tensor) -> np.ndarray:
     """ImageNet-normalised ``[3, H, W]`` -> ``[H, W, 3]`` in 0..1 for ``imshow``."""
     mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]

@@ -213,3 +213,18 @@ def test_source_task_is_not_flowers() -> None:
     sizes = torch.tensor([len(v) for v in backbone.SOURCE_ATTRIBUTES.values()])
     assert bool(((y >= 0) & (y < sizes)).all())
     assert backbone.source_loss(torch.zeros(3, len(source)), y).item() > 0
+
+
+def test_fastai_arch_behaves_like_a_downloadable_resnet(caches: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fastai.vision.all import DataLoaders, Normalize, vision_learner
+
+    x, y = torch.rand(4, 3, 32, 32), torch.zeros(4).long()
+    ds = torch.utils.data.TensorDataset(x, y)
+    dls = DataLoaders.from_dsets(ds, ds, bs=2)
+    learn = vision_learner(dls, backbone.fastai_arch(**TINY), pretrained=True, n_out=3, loss_func=nn.CrossEntropyLoss())
+    assert "pretraining resnet18" in capsys.readouterr().out
+    # The body carries the course weights, as vision_learner's body would carry ImageNet's.
+    source = backbone.pretrained_resnet("resnet18", progress=False, **TINY)
+    assert torch.equal(learn.model[0][0].weight, source.conv1.weight)
+    assert len(learn.opt.param_groups) == 3  # fastai's resnet split: stem..layer2, layer3..4, head
+    assert any(isinstance(t, Normalize) for t in dls.after_batch)  # ImageNet statistics added

@@ -10,6 +10,7 @@ MAKERS = (
     ("course_lib.data.pascal", "get_pascal_2007"),
     ("course_lib.data.biwi", "get_biwi"),
     ("course_lib.data.flowers", "get_flowers"),
+    ("course_lib.transfer", "prepare"),  # lesson 02's pretrained backbone, when no ImageNet weights are cached
 )
 
 

@@ -1,0 +1,630 @@
+"""Check specs for lesson 01_dataloader: cases, judges and known wrong answers."""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from course_lib import dataloader as ref
+from course_lib.checks import Case, Mistake, Spec, compare, describe
+from course_lib.data.pascal import VOC_CLASSES
+
+
+def _random_labels(rng: np.random.Generator) -> str:
+    k = int(rng.choice([1, 1, 2, 3]))
+    return " ".join(sorted(rng.choice(VOC_CLASSES, size=k, replace=False).tolist()))
+
+
+def _random_df(rng: np.random.Generator, n: int, shuffled_index: bool = False):
+    import pandas as pd
+
+    ids = np.sort(rng.choice(np.arange(5, 9999), size=n, replace=False))
+    valid = rng.random(n) < rng.uniform(0.15, 0.5)
+    a, b = rng.choice(n, size=2, replace=False)
+    valid[a], valid[b] = True, False  # neither part is ever empty
+    df = pd.DataFrame({"fname": [f"{i:06d}.jpg" for i in ids], "labels": [_random_labels(rng) for _ in range(n)],
+                       "is_valid": valid})
+    if shuffled_index:
+        # What a filter or a sort leaves behind: index labels that are not the positions 0..n-1.
+        df.index = rng.permutation(np.arange(100, 100 + 3 * n))[:n]
+    return df
+
+
+# ------------------------------------------------------------------------------------ get_x
+
+def _row_cases(rng: np.random.Generator, n: int, with_path: bool) -> list[Case]:
+    roots = [Path("data/ci/pascal_2007"), Path("/home/student/.fastai/data/pascal_2007"), Path("pascal")]
+    out = []
+    for i in range(n):
+        row = _random_df(rng, 3).iloc[int(rng.integers(3))]
+        if with_path:
+            root = roots[i % len(roots)] if i < len(roots) else Path("/tmp") / f"set{int(rng.integers(100))}"
+            out.append(Case((row,), {"path": root}, f"fname={row['fname']!r}, path={str(root)!r}"))
+        else:
+            out.append(Case((row,), {}, f"labels={row['labels']!r}"))
+    return out
+
+
+def _get_x_cases(rng, device, n):
+    return _row_cases(rng, n, with_path=True)
+
+
+def _get_x_judge(case, got, expected):
+    # fastai opens a str as well as a Path, so both count.
+    got = Path(got) if isinstance(got, str) else got
+    expected = Path(expected) if isinstance(expected, str) else expected
+    if not isinstance(got, Path):
+        return f"expected a Path (path / 'train' / fname), got {describe(got)}"
+    if got != expected:
+        return f"expected {str(expected)!r}, got {str(got)!r}"
+    return None
+
+
+GET_X = Spec(
+    id="get_x",
+    reference=ref.get_x,
+    cases=_get_x_cases,
+    judge=_get_x_judge,
+    mistakes=[
+        Mistake("fname_only", lambda row, path: row["fname"],
+                "that is only the file name; PIL needs the full path: path / 'train' / row['fname']."),
+        Mistake("no_train", lambda row, path: Path(path) / row["fname"],
+                "the images are in the train folder: path / 'train' / row['fname']."),
+        Mistake("labels_column", lambda row, path: Path(path) / "train" / row["labels"],
+                "that is the labels column; the image file name is in row['fname']."),
+        Mistake("no_path", lambda row, path: Path("train") / row["fname"],
+                "use the path argument (the dataset folder), not a path relative to the notebook."),
+    ],
+    n_visible=4,
+    n_hidden=20,
+)
+
+# ------------------------------------------------------------------------------------ get_y
+
+def _get_y_cases(rng, device, n):
+    cases = _row_cases(rng, n, with_path=False)
+    # A one-label row first: that is where returning the string itself looks almost right.
+    row = _random_df(rng, 2).iloc[0].copy()
+    row["labels"] = "dog"
+    return [Case((row,), {}, "labels='dog'")] + cases[: max(n - 1, 1)]
+
+
+def _get_y_judge(case, got, expected):
+    if not isinstance(expected, list):  # comparing with a known mistake
+        return compare(got, expected)
+    if isinstance(got, str):
+        return f"expected a list of class names, got the string {got!r}"
+    if not isinstance(got, list):
+        return f"expected a list of class names, got {describe(got)}"
+    return compare(got, expected)
+
+
+GET_Y = Spec(
+    id="get_y",
+    reference=ref.get_y,
+    cases=_get_y_cases,
+    judge=_get_y_judge,
+    mistakes=[
+        Mistake("raw_string", lambda row: row["labels"],
+                "that is the raw labels string: split it at the spaces (row['labels'].split(' ')); "
+                "MultiCategoryBlock needs a list of names, and would treat a string as a list of letters."),
+        Mistake("wrapped", lambda row: [row["labels"]],
+                "a one-element list holding the whole string: 'dog person' must become ['dog', 'person'] (split at spaces)."),
+        Mistake("fname", lambda row: row["fname"].split(" "), "those are file names; the labels are in row['labels']."),
+        Mistake("set", lambda row: sorted(set(row["labels"].split(" ")), reverse=True),
+                "keep the labels in the order the CSV lists them: row['labels'].split(' ')."),
+    ],
+    n_visible=4,
+    n_hidden=20,
+)
+
+# ------------------------------------------------------------------------------------ splitter
+
+def _splitter_cases(rng, device, n):
+    out = []
+    for i in range(max(n, 3)):
+        size = int(rng.integers(3, 40))
+        shuffled = i % 3 == 2
+        df = _random_df(rng, size, shuffled_index=shuffled)
+        what = ", index labels not 0..n-1" if shuffled else ""
+        out.append(Case((df,), {}, f"{size} rows, {int(df['is_valid'].sum())} valid{what}"))
+    return out
+
+
+def _as_positions(x):
+    if isinstance(x, torch.Tensor):
+        x = x.tolist()
+    try:
+        vals = list(x)
+    except TypeError:
+        return None
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in vals):
+        return None
+    return sorted(int(v) for v in vals)
+
+
+def _plain(part):
+    try:
+        vals = [bool(v) if isinstance(v, (bool, np.bool_)) else int(v) for v in part]
+    except (TypeError, ValueError):
+        return None
+    return vals if any(isinstance(v, bool) for v in vals) else sorted(vals)
+
+
+def _splitter_judge(case, got, expected):
+    if isinstance(got, (tuple, list)) and len(got) == 2 and [_plain(p) for p in got] == [_plain(p) for p in expected]:
+        return None
+    if not (isinstance(got, (tuple, list)) and len(got) == 2):
+        return f"expected (train, valid), two lists of positions, got {describe(got)}"
+    tr, va = _as_positions(got[0]), _as_positions(got[1])
+    if tr is None or va is None:
+        return ("each part must be a list of integer row positions (a boolean mask or the rows themselves "
+                "will not do)")
+    want_tr, want_va = sorted(expected[0]), sorted(expected[1])
+    if (tr, va) == (want_tr, want_va):
+        return None
+    if set(tr) & set(va):
+        return "some rows are in both the training and the validation part"
+    n = len(case.args[0])
+    if any(v < 0 or v >= n for v in tr + va):
+        return f"positions must lie in 0..{n - 1} (the DataFrame has {n} rows)"
+    if len(tr) != len(want_tr) or len(va) != len(want_va):
+        return f"expected {len(want_tr)} training and {len(want_va)} validation rows, got {len(tr)} and {len(va)}"
+    return "the right number of rows, but not the right rows"
+
+
+def _split_inverted(df):
+    tr, va = ref.splitter(df)
+    return va, tr
+
+
+def _split_index_labels(df):
+    return df.index[~df["is_valid"]].tolist(), df.index[df["is_valid"]].tolist()
+
+
+def _split_masks(df):
+    return (~df["is_valid"]).tolist(), df["is_valid"].tolist()
+
+
+def _split_valid_only(df):
+    return list(range(len(df))), ref.splitter(df)[1]
+
+
+SPLITTER = Spec(
+    id="splitter",
+    reference=ref.splitter,
+    cases=_splitter_cases,
+    judge=_splitter_judge,
+    mistakes=[
+        Mistake("inverted", _split_inverted,
+                "the two parts are swapped: training rows are those where is_valid is False (~df['is_valid']), "
+                "and the first list returned is the training one."),
+        Mistake("index_labels", _split_index_labels,
+                "df.index gives index labels, which are positions only for a fresh 0..n-1 index; fastai takes rows "
+                "by position (iloc): use np.flatnonzero(~df['is_valid']) or range(len(df))."),
+        Mistake("masks", _split_masks,
+                "return the positions of the rows (np.flatnonzero(mask).tolist()), not True/False masks."),
+        Mistake("valid_only", _split_valid_only,
+                "the training part holds every row, so the validation rows are trained on too: keep only the "
+                "rows where is_valid is False."),
+    ],
+    n_visible=5,
+    n_hidden=20,
+)
+
+# ------------------------------------------------------------------------------------ ImageListDataset
+
+_case_dir: Path | None = None
+
+
+def _images_dir() -> Path:
+    """A private folder of small test images for this process, removed when it exits."""
+    global _case_dir
+    if _case_dir is None or not _case_dir.is_dir():
+        _case_dir = Path(tempfile.mkdtemp(prefix=f"course_dataloader_{os.getpid()}_"))
+        atexit.register(shutil.rmtree, _case_dir, True)
+    return _case_dir
+
+
+def _write_image(rng: np.random.Generator, folder: Path, k: int) -> Path:
+    """A small random image; some grayscale and some PNG, so files that are not RGB JPEGs come up too."""
+    from PIL import Image
+
+    h, w = int(rng.integers(6, 20)), int(rng.integers(6, 20))
+    kind = k % 4
+    if kind == 1:
+        img = Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8), mode="L")
+    else:
+        img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), mode="RGB")
+    path = folder / f"img_{k:03d}.{'png' if kind in (1, 2) else 'jpg'}"
+    img.save(path)
+    return path
+
+
+class _ToTensorResized:
+    """A deterministic transform: resize to 8x8 and turn into a float tensor [3, 8, 8]."""
+
+    def __call__(self, img):
+        import torchvision.transforms.functional as TF
+
+        return TF.to_tensor(img.resize((8, 8)))
+
+    def __repr__(self):
+        return "Resize(8)+ToTensor"
+
+
+def _dataset_cases(rng, device, n):
+    folder = Path(tempfile.mkdtemp(dir=_images_dir()))
+    out = []
+    for i in range(max(n, 3)):
+        k = int(rng.integers(2, 9))
+        files = [_write_image(rng, folder, 10 * i + j) for j in range(k)]
+        labels = rng.integers(0, 5, k).tolist()
+        items = list(zip(files, labels))
+        transform = None if i % 3 == 1 else _ToTensorResized()
+        out.append(Case((items,), {"transform": transform}, f"{k} files, transform={transform!r}"))
+    return out
+
+
+def _normal(x):
+    """An item's image or label in a form that can be compared."""
+    from PIL import Image
+
+    if isinstance(x, Image.Image):
+        return ("PIL", x.mode, tuple(x.size), np.asarray(x).tobytes())
+    if isinstance(x, torch.Tensor):
+        return ("tensor", tuple(x.shape), str(x.dtype), x.detach().cpu().numpy().round(5).tobytes())
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def _observe(ds, n_items: int) -> dict:
+    """What a dataset does: its type, len, and each item (or the error it raises)."""
+    obs = {"is_dataset": isinstance(ds, torch.utils.data.Dataset)}
+    try:
+        obs["len"] = len(ds)
+    except Exception as e:  # the type only: its message names the class, which differs from the reference's
+        obs["len"] = type(e).__name__
+    items = []
+    for i in range(n_items):
+        try:
+            item = ds[i]
+        except Exception as e:
+            items.append(("error", f"{type(e).__name__}: {e}"))
+            continue
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            items.append(("not a pair", describe(item)))
+            continue
+        try:
+            items.append((_normal(item[0]), _normal(item[1])))
+        except Exception as e:  # something odd in the item: describe it rather than crash the check
+            items.append(("not a pair", f"an item that cannot be read ({type(e).__name__}: {e})"))
+    obs["items"] = items
+    return obs
+
+
+def _describe_item(x) -> str:
+    if isinstance(x, tuple) and x and x[0] == "PIL":
+        return f"a PIL image, mode {x[1]}, size {x[2][0]}x{x[2][1]}"
+    if isinstance(x, tuple) and x and x[0] == "tensor":
+        return f"a tensor of shape {list(x[1])}"
+    return describe(x)
+
+
+def _dataset_judge(case, got, expected):
+    items = case.args[0]
+    g, e = _observe(got, len(items)), _observe(expected, len(items))
+    if g == e:
+        return None
+    if not g["is_dataset"] and e["is_dataset"]:
+        return "your class is not a torch.utils.data.Dataset: write class ImageListDataset(Dataset)"
+    if g["len"] != e["len"]:
+        if isinstance(g["len"], str):
+            return f"len(dataset) raised {g['len']}"
+        return f"len(dataset) is {g['len']}, but there are {e['len']} items"
+    for i, (gi, ei) in enumerate(zip(g["items"], e["items"])):
+        if gi == ei:
+            continue
+        if gi[0] == "error":
+            return f"dataset[{i}] raised {gi[1]}"
+        if gi[0] == "not a pair":
+            return f"dataset[{i}] should be a pair (image, label), got {gi[1]}"
+        if gi[1] != ei[1]:
+            return f"the label of dataset[{i}] should be {describe(ei[1])}, got {_describe_item(gi[1])}"
+        return f"the image of dataset[{i}] should be {_describe_item(ei[0])}, got {_describe_item(gi[0])}"
+    return "the dataset differs from the reference"
+
+
+def _open(file, rgb=True):
+    from PIL import Image
+
+    with Image.open(file) as im:
+        return im.convert("RGB") if rgb else im.copy()
+
+
+class _NoLen(torch.utils.data.Dataset):
+    def __init__(self, items, transform=None):
+        self.items, self.transform = list(items), transform
+
+    def __getitem__(self, i):
+        f, y = self.items[i]
+        img = _open(f)
+        return (self.transform(img) if self.transform else img), y
+
+
+class _NoTransform(_NoLen):
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        f, y = self.items[i]
+        return _open(f), y
+
+
+class _Path(_NoTransform):
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+class _NoRGB(_NoTransform):
+    def __getitem__(self, i):
+        f, y = self.items[i]
+        img = _open(f, rgb=False)
+        return (self.transform(img) if self.transform else img), y
+
+
+class _Swapped(_NoTransform):
+    def __getitem__(self, i):
+        f, y = self.items[i]
+        img = _open(f)
+        return y, (self.transform(img) if self.transform else img)
+
+
+class _OneBased(_NoTransform):
+    def __getitem__(self, i):
+        f, y = self.items[(i + 1) % len(self.items)]
+        img = _open(f)
+        return (self.transform(img) if self.transform else img), y
+
+
+IMAGE_LIST_DATASET = Spec(
+    id="ImageListDataset",
+    reference=ref.ImageListDataset,
+    cases=_dataset_cases,
+    judge=_dataset_judge,
+    mistakes=[
+        Mistake("no_len", _NoLen,
+                "your Dataset has no __len__: a DataLoader needs len(dataset) to know how many batches an epoch has "
+                "(and which indices to shuffle). Add def __len__(self): return len(self.items)."),
+        Mistake("no_transform", _NoTransform,
+                "the transform is stored but never used: apply self.transform to the image when it is not None."),
+        Mistake("path", _Path, "__getitem__ returned the (file, label) pair itself: open the file as an image first."),
+        Mistake("no_rgb", _NoRGB,
+                "grayscale files open with one channel: .convert('RGB') so that every image has 3 channels."),
+        Mistake("swapped", _Swapped, "return (image, label) in that order: the input first, then the target."),
+        Mistake("shifted", _OneBased, "dataset[i] must be items[i]: Python indices start at 0."),
+    ],
+    n_visible=3,
+    n_hidden=12,
+)
+
+# ------------------------------------------------------------------------------------ collate
+
+def _collate_cases(rng, device, n):
+    out = []
+    for i in range(max(n, 3)):
+        b = int(rng.integers(1, 7)) if i else 4
+        c = 3 if i % 4 else 1
+        h, w = int(rng.integers(2, 9)), int(rng.integers(2, 9))
+        xs = [torch.from_numpy(rng.random((c, h, w), dtype=np.float32)).to(device) for _ in range(b)]
+        if i % 3 == 2:
+            k = int(rng.integers(2, 6))
+            ys = [torch.from_numpy((rng.random(k) < 0.4).astype(np.float32)).to(device) for _ in range(b)]
+            what = f"one-hot targets [{k}]"
+        else:
+            ys = rng.integers(0, 10, b).tolist()
+            what = "int class indices"
+        out.append(Case((list(zip(xs, ys)),), {}, f"{b} items of [{c}, {h}, {w}], {what}"))
+    return out
+
+
+def _collate_judge(case, got, expected):
+    if not (isinstance(got, (tuple, list)) and len(got) == 2):
+        return f"expected a pair (xb, yb), got {describe(got)}"
+    xb, yb = got
+    if not isinstance(expected[0], torch.Tensor):  # comparing with a known mistake
+        return compare(list(got), list(expected))
+    if isinstance(xb, (tuple, list)):
+        return "xb is a Python sequence of tensors: stack the images into one tensor [B, C, H, W]"
+    why = compare(xb, expected[0])
+    if why:
+        return f"xb: {why}"
+    if isinstance(yb, (tuple, list)) and isinstance(expected[1], torch.Tensor):
+        return "yb is a Python sequence: make the targets one tensor too"
+    why = compare(yb, expected[1])
+    return f"yb: {why}" if why else None
+
+
+def _collate_lists(items):
+    xs, ys = zip(*items)
+    return list(xs), list(ys)
+
+
+def _collate_cat(items):
+    return torch.cat([x for x, _ in items]), ref.collate(items)[1]
+
+
+def _collate_stack_dim1(items):
+    return torch.stack([x for x, _ in items], dim=1), ref.collate(items)[1]
+
+
+def _collate_swapped(items):
+    xb, yb = ref.collate(items)
+    return yb, xb
+
+
+def _collate_float_labels(items):
+    xb, yb = ref.collate(items)
+    return xb, yb.float()
+
+
+def _collate_label_list(items):
+    return ref.collate(items)[0], [y for _, y in items]
+
+
+COLLATE = Spec(
+    id="collate",
+    reference=ref.collate,
+    cases=_collate_cases,
+    judge=_collate_judge,
+    mistakes=[
+        Mistake("lists", _collate_lists,
+                "you returned lists of tensors, not tensors: a batch is one tensor, torch.stack(list_of_images) "
+                "gives [B, C, H, W] (and torch.stack / torch.tensor for the targets)."),
+        Mistake("label_list", _collate_label_list,
+                "the images are stacked, but the targets are still a list: the loss needs one tensor (torch.tensor(labels))."),
+        Mistake("cat", _collate_cat,
+                "torch.cat joins along an existing dimension, giving [B*C, H, W]; torch.stack adds the new batch "
+                "dimension in front: [B, C, H, W]."),
+        Mistake("stack_dim1", _collate_stack_dim1, "stack along dim 0: the batch dimension comes first, [B, C, H, W]."),
+        Mistake("swapped", _collate_swapped, "return (images, targets) in that order."),
+        Mistake("float_labels", _collate_float_labels,
+                "class indices must stay integers (int64), as cross_entropy expects: use torch.tensor(labels) "
+                "without a float dtype."),
+    ],
+    n_visible=5,
+    n_hidden=25,
+)
+
+# ------------------------------------------------------------------------------------ denormalize
+
+def _denorm_cases(rng, device, n):
+    out = []
+    for i in range(max(n, 4)):
+        h, w = int(rng.integers(2, 12)), int(rng.integers(2, 12))
+        if w == h:
+            w += 1  # not square, so a transposed image has the wrong shape
+        batch = i % 2 == 0
+        shape = (int(rng.integers(1, 5)), 3, h, w) if batch else (3, h, w)
+        if i % 4 < 2:
+            mean, std = ref.IMAGENET_MEAN, ref.IMAGENET_STD
+        else:
+            mean = tuple(np.round(rng.uniform(0.2, 0.7, 3), 3).tolist())
+            std = tuple(np.round(rng.uniform(0.1, 0.4, 3), 3).tolist())
+        if i % 4 == 3:
+            mean, std = torch.tensor(mean), torch.tensor(std)
+        # Normalised images of 0..1 pictures, plus a margin so that clamping matters.
+        pic = torch.from_numpy(rng.uniform(-0.15, 1.15, shape)).float()
+        m, s = torch.as_tensor(mean).float().view(-1, 1, 1), torch.as_tensor(std).float().view(-1, 1, 1)
+        x = ((pic - m) / s).to(device)
+        kind = "tensors" if isinstance(mean, torch.Tensor) else ("ImageNet stats" if mean == ref.IMAGENET_MEAN else "tuples")
+        out.append(Case((x, mean, std), {}, f"x {list(shape)}, mean/std as {kind}"))
+    return out
+
+
+def _denorm_judge(case, got, expected):
+    x = case.args[0]
+    if isinstance(got, np.ndarray):
+        return "return a tensor (call .numpy() only when plotting)"
+    if (isinstance(got, torch.Tensor) and isinstance(expected, torch.Tensor) and tuple(got.shape) == tuple(x.shape)
+            and tuple(expected.shape) != tuple(x.shape)):
+        return (f"the result still has the channels first ({list(got.shape)}); imshow wants them last: "
+                f"expected shape {list(expected.shape)}")
+    return compare(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def _stats(x, mean, std):
+    return (torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1),
+            torch.as_tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1))
+
+
+def _denorm_channels_first(x, mean, std):
+    m, s = _stats(x, mean, std)
+    return (x * s + m).clamp(0, 1)
+
+
+def _denorm_wrong_order(x, mean, std):
+    m, s = _stats(x, mean, std)
+    return ((x + m) * s).clamp(0, 1).movedim(-3, -1)
+
+
+def _denorm_normalize_again(x, mean, std):
+    m, s = _stats(x, mean, std)
+    return ((x - m) / s).clamp(0, 1).movedim(-3, -1)
+
+
+def _denorm_swapped_stats(x, mean, std):
+    m, s = _stats(x, mean, std)
+    return (x * m + s).clamp(0, 1).movedim(-3, -1)
+
+
+def _denorm_no_clamp(x, mean, std):
+    m, s = _stats(x, mean, std)
+    return (x * s + m).movedim(-3, -1)
+
+
+def _denorm_reshape(x, mean, std):
+    m, s = _stats(x, mean, std)
+    y = (x * s + m).clamp(0, 1)
+    return y.reshape(*y.shape[:-3], y.shape[-2], y.shape[-1], y.shape[-3])
+
+
+def _denorm_transpose(x, mean, std):
+    m, s = _stats(x, mean, std)
+    return (x * s + m).clamp(0, 1).transpose(-3, -1)
+
+
+DENORMALIZE = Spec(
+    id="denormalize",
+    reference=ref.denormalize,
+    cases=_denorm_cases,
+    judge=_denorm_judge,
+    mistakes=[
+        Mistake("channels_first", _denorm_channels_first,
+                "the values are right but the channels are still first: imshow wants [H, W, 3], so move the "
+                "channel dimension last (x.movedim(-3, -1), or permute(1, 2, 0) / permute(0, 2, 3, 1))."),
+        Mistake("wrong_order", _denorm_wrong_order,
+                "undo the steps in reverse order: Normalize computes (x - mean) / std, so first multiply by std, "
+                "then add mean: x * std + mean."),
+        Mistake("normalize_again", _denorm_normalize_again,
+                "that normalises a second time ((x - mean) / std); undo it instead: x * std + mean."),
+        Mistake("swapped_stats", _denorm_swapped_stats, "mean and std are swapped: x * std + mean."),
+        Mistake("reshape", _denorm_reshape,
+                "reshape/view keeps the numbers in memory order and only relabels the dimensions, which scrambles "
+                "the pixels; moving the channels needs permute (or movedim)."),
+        Mistake("transpose", _denorm_transpose,
+                "transpose(-3, -1) swaps channels and width, so H and W end up exchanged (the picture is mirrored "
+                "along its diagonal): use permute(1, 2, 0) for one image, permute(0, 2, 3, 1) for a batch, or movedim(-3, -1)."),
+        Mistake("no_clamp", _denorm_no_clamp,
+                "clamp the result to 0..1 (.clamp(0, 1)): augmented or rounded pixels fall slightly outside, and "
+                "imshow clips them with a warning."),
+    ],
+    n_visible=6,
+    n_hidden=30,
+)
+
+# ------------------------------------------------------------------------------------ widget: valid_pipeline
+
+def _pipeline_judge(case, got, expected):
+    if isinstance(got, str) or not isinstance(got, (tuple, list)):
+        return f"expected a tuple of step names, the line the Record button shows; got {describe(got)}"
+    problems = ref.validation_pipeline_problems(list(got))
+    return problems[0] if problems else None
+
+
+VALID_PIPELINE = Spec(
+    id="valid_pipeline",
+    reference=None,
+    judge=_pipeline_judge,
+    kind="answer",
+    hint=("in the explorer, tick the validation steps until the validation row shows the same picture every time, "
+          "at the training size, then press Record and paste the line it shows."),
+)
+
+SPECS = [GET_X, GET_Y, SPLITTER, IMAGE_LIST_DATASET, COLLATE, DENORMALIZE, VALID_PIPELINE]
