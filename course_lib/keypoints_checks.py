@@ -1,0 +1,450 @@
+"""Check specs for lesson 04_keypoints: cases, judges and known wrong answers."""
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from course_lib import keypoints as ref
+from course_lib.checks import Case, Mistake, Spec, compare, describe
+
+# ------------------------------------------------------------------------------- img2pose
+
+_DIRS = ["/data/biwi_head_pose/{f}", "biwi_head_pose/{f}", "/home/ada/rgb_frames/biwi/{f}",
+         "/mnt/rgb.jpg_backup/{f}", "C:/datasets/kinect_rgb/{f}", "{f}"]
+
+
+def _img2pose_cases(rng: np.random.Generator, device: torch.device, n: int) -> list[Case]:
+    # Folders that themselves contain "rgb" or "rgb.jpg" catch answers that edit the whole path.
+    out = []
+    for i in range(max(n, 4)):
+        folder = f"{int(rng.integers(1, 25)):02d}"
+        d = _DIRS[i % len(_DIRS)] if i < len(_DIRS) else _DIRS[int(rng.integers(len(_DIRS)))]
+        p = f"{d.format(f=folder)}/frame_{int(rng.integers(0, 1000)):05d}_rgb.jpg"
+        arg = Path(p) if i % 2 == 0 else p
+        out.append(Case((arg,), {}, f"{type(arg).__name__} {p!r}"))
+    return out
+
+
+def _img2pose_judge(case, got, expected):
+    if isinstance(got, str):
+        return f"you returned the string {got!r}; return a pathlib.Path (wrap it: Path(...))"
+    if not isinstance(got, Path):
+        return f"expected a pathlib.Path, got {describe(got)}"
+    if got != expected:
+        return f"expected {str(expected)!r}, got {str(got)!r}"
+    return None
+
+
+def _img2pose_cut8(x):
+    return Path(f"{str(x)[:-8]}pose.txt")
+
+
+def _img2pose_replace(x):
+    return Path(str(x).replace("rgb", "pose").replace(".jpg", ".txt"))
+
+
+def _img2pose_suffix(x):
+    return Path(x).with_suffix(".txt")
+
+
+def _img2pose_name_only(x):
+    return Path(f"{Path(x).name[:-7]}pose.txt")
+
+
+IMG2POSE = Spec(
+    id="img2pose",
+    reference=ref.img2pose,
+    cases=_img2pose_cases,
+    judge=_img2pose_judge,
+    mistakes=[
+        Mistake("cut8", _img2pose_cut8,
+                "you cut 8 characters: 'rgb.jpg' is 7 long, so str(x)[:-7] keeps the underscore before 'pose.txt'."),
+        Mistake("replace", _img2pose_replace,
+                "str.replace changes every 'rgb' and '.jpg' in the whole path, folder names included; "
+                "change only the end of the file name (str(x)[:-7] + 'pose.txt')."),
+        Mistake("suffix", _img2pose_suffix,
+                "with_suffix('.txt') keeps '_rgb' in the name: the pose file is frame_XXXXX_pose.txt, not "
+                "frame_XXXXX_rgb.txt."),
+        Mistake("name_only", _img2pose_name_only,
+                "you kept only the file name and lost its folder: the pose file sits beside the image, so keep "
+                "the whole path (every recording has a frame_00003!)."),
+    ],
+    n_visible=6,
+    n_hidden=24,
+)
+
+# -------------------------------------------------------------------------------- get_ctr
+
+_TMP: list[str] = []
+
+
+@atexit.register
+def _cleanup() -> None:
+    for d in _TMP:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _rotation(rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q
+
+
+def _write_pose(path: Path, rot: np.ndarray, t: np.ndarray) -> None:
+    # The real files' layout: three rotation rows, a blank line, the translation, trailing spaces.
+    rows = ["".join(f"{v:g} " for v in row) for row in rot]
+    path.write_text("\n".join(rows) + "\n\n" + "".join(f"{v:g} " for v in t) + "\n")
+
+
+def _random_cal(rng: np.random.Generator) -> np.ndarray:
+    # fx != fy and an off-centre principal point, so swapped axes and forgotten offsets show.
+    fx = float(rng.uniform(450, 620))
+    return np.array([[round(fx, 3), 0.0, round(float(rng.uniform(280, 360)), 1)],
+                     [0.0, round(fx * float(rng.uniform(0.9, 1.1)), 3), round(float(rng.uniform(200, 280)), 1)],
+                     [0.0, 0.0, 1.0]])
+
+
+def _get_ctr_cases(rng: np.random.Generator, device: torch.device, n: int) -> list[Case]:
+    from course_lib.data.biwi import RGB_INTRINSICS
+
+    root = Path(tempfile.mkdtemp(prefix="get_ctr_"))
+    _TMP.append(str(root))
+    out = []
+    for i in range(max(n, 3)):
+        folder = root / f"{int(rng.integers(1, 25)):02d}"
+        folder.mkdir(exist_ok=True)
+        img = folder / f"frame_{i:05d}_rgb.jpg"
+        z = float(rng.uniform(600, 1300))
+        t = np.array([float(rng.uniform(-250, 250)), float(rng.uniform(-160, 160)), z]).round(3)
+        _write_pose(ref.img2pose(img), _rotation(rng).round(6), t)
+        cal = RGB_INTRINSICS.copy() if i == 0 else _random_cal(rng)
+        label = f"translation {t.tolist()} mm, fx={cal[0][0]:g} fy={cal[1][1]:g} cx={cal[0][2]:g} cy={cal[1][2]:g}"
+        out.append(Case((img, cal), {}, label))
+    return out
+
+
+def _get_ctr_judge(case, got, expected):
+    if isinstance(got, np.ndarray):
+        return "you returned a NumPy array; return a torch tensor (torch.tensor([col, row]))"
+    if isinstance(got, (tuple, list)):
+        return f"you returned a {type(got).__name__}; return a torch tensor (torch.tensor([col, row]))"
+    if not isinstance(got, torch.Tensor):
+        return f"expected a tensor [col, row], got {describe(got)}"
+    got = got.as_subclass(torch.Tensor)
+    if not got.dtype.is_floating_point:
+        return f"the centre has dtype {got.dtype}: keep the fractions of a pixel (a float tensor)"
+    return compare(got.float().cpu(), expected.float(), rtol=1e-5, atol=2e-3)
+
+
+def _read_t(img_file) -> np.ndarray:
+    return np.genfromtxt(ref.img2pose(img_file), skip_header=3)
+
+
+def _ctr_swapped(img_file, cal):
+    return ref.get_ctr(img_file, cal).flip(0)
+
+
+def _ctr_no_principal(img_file, cal):
+    c = _read_t(img_file)
+    return torch.tensor([c[0] * cal[0][0] / c[2], c[1] * cal[1][1] / c[2]], dtype=torch.float32)
+
+
+def _ctr_fx_for_both(img_file, cal):
+    c = _read_t(img_file)
+    return torch.tensor([c[0] * cal[0][0] / c[2] + cal[0][2], c[1] * cal[0][0] / c[2] + cal[1][2]], dtype=torch.float32)
+
+
+def _ctr_principal_swapped(img_file, cal):
+    c = _read_t(img_file)
+    return torch.tensor([c[0] * cal[0][0] / c[2] + cal[1][2], c[1] * cal[1][1] / c[2] + cal[0][2]], dtype=torch.float32)
+
+
+def _ctr_no_divide(img_file, cal):
+    c = _read_t(img_file)
+    return torch.tensor([c[0] * cal[0][0] + cal[0][2], c[1] * cal[1][1] + cal[1][2]], dtype=torch.float32)
+
+
+def _ctr_rotation_row(img_file, cal):
+    c = np.genfromtxt(ref.img2pose(img_file), skip_header=2)[0]
+    return torch.tensor([c[0] * cal[0][0] / c[2] + cal[0][2], c[1] * cal[1][1] / c[2] + cal[1][2]], dtype=torch.float32)
+
+
+def _ctr_centre_of_image(img_file, cal):
+    c = _read_t(img_file)
+    return torch.tensor([c[0] * cal[0][0] / c[2] + 320.0, c[1] * cal[1][1] / c[2] + 240.0], dtype=torch.float32)
+
+
+GET_CTR = Spec(
+    id="get_ctr",
+    reference=ref.get_ctr,
+    cases=_get_ctr_cases,
+    judge=_get_ctr_judge,
+    mistakes=[
+        Mistake("swapped", _ctr_swapped,
+                "row and column are swapped: fastai's points are [col, row] = (x, y), the column first, as in "
+                "PIL's (width, height), not [row, col] as in array indexing."),
+        Mistake("no_principal_point", _ctr_no_principal,
+                "you forgot the principal point: x*fx/z is measured from the optical centre, so add cx = cal[0][2] "
+                "to the column and cy = cal[1][2] to the row (otherwise (0, 0) is the image centre)."),
+        Mistake("fx_for_both", _ctr_fx_for_both,
+                "the row uses the column's focal length: use fx = cal[0][0] for the column and fy = cal[1][1] for "
+                "the row (they are equal in BIWI's file but not in general)."),
+        Mistake("principal_swapped", _ctr_principal_swapped,
+                "the principal point's coordinates are swapped: cx = cal[0][2] goes with the column and "
+                "cy = cal[1][2] with the row."),
+        Mistake("no_divide", _ctr_no_divide,
+                "you forgot the perspective division: a point twice as far away moves half as many pixels, so "
+                "divide x*fx and y*fy by the depth z (ctr[2])."),
+        Mistake("rotation_row", _ctr_rotation_row,
+                "you read a row of the rotation matrix, not the translation: the centre is the last line of the "
+                "pose file (np.genfromtxt(..., skip_header=3) skips the three rotation rows)."),
+        Mistake("image_centre", _ctr_centre_of_image,
+                "you added the image centre (320, 240) instead of the principal point from the calibration: "
+                "use cal[0][2] and cal[1][2]."),
+    ],
+    n_visible=5,
+    n_hidden=25,
+)
+
+# -------------------------------------------------------------------------- sigmoid_range
+
+def _sr_cases(rng: np.random.Generator, device: torch.device, n: int) -> list[Case]:
+    # The lesson's (-1, 1) first; then ranges with lo != 0, where forgetting lo shows.
+    ranges = [(-1.0, 1.0), (0.5, 5.5), (-3.0, 0.25), (2.0, 10.0)]
+    out = []
+    for i in range(max(n, len(ranges))):
+        lo, hi = ranges[i] if i < len(ranges) else sorted(round(float(v), 2) for v in rng.uniform(-20, 20, 2))
+        if hi - lo < 0.1:
+            hi = lo + 1.0
+        shape = [(int(rng.integers(1, 65)), 2), (int(rng.integers(1, 9)), 1, 2), (int(rng.integers(1, 40)),)][i % 3]
+        x = torch.from_numpy(rng.normal(0, 3, shape)).float().to(device)
+        out.append(Case((x, lo, hi), {}, f"x {list(shape)}, lo={lo}, hi={hi}"))
+    return out
+
+
+def _sr_forgets_lo(x, lo, hi):
+    return torch.sigmoid(x) * (hi - lo)
+
+
+def _sr_times_hi(x, lo, hi):
+    return torch.sigmoid(x) * hi + lo
+
+
+def _sr_upside_down(x, lo, hi):
+    return torch.sigmoid(x) * (lo - hi) + hi
+
+
+def _sr_tanh(x, lo, hi):
+    return torch.tanh(x) * (hi - lo) + lo
+
+
+def _sr_clamp(x, lo, hi):
+    return x.clamp(lo, hi)
+
+
+def _sr_inside(x, lo, hi):
+    return torch.sigmoid(x * (hi - lo) + lo)
+
+
+SIGMOID_RANGE = Spec(
+    id="sigmoid_range",
+    reference=ref.sigmoid_range,
+    cases=_sr_cases,
+    mistakes=[
+        Mistake("forgets_lo", _sr_forgets_lo,
+                "you forgot to add lo: sigmoid(x) * (hi - lo) runs from 0 to hi - lo; shift it up by lo so it runs "
+                "from lo to hi (with lo=0 the two agree, which hides the bug)."),
+        Mistake("times_hi", _sr_times_hi,
+                "scale by the width of the range, hi - lo, not by hi: sigmoid(x) * hi + lo runs from lo to hi + lo."),
+        Mistake("upside_down", _sr_upside_down,
+                "the range is upside down: large x must give values near hi, so it is sigmoid(x) * (hi - lo) + lo."),
+        Mistake("tanh", _sr_tanh,
+                "tanh runs from -1 to 1, not 0 to 1, so tanh(x) * (hi - lo) + lo overshoots below lo: use "
+                "torch.sigmoid."),
+        Mistake("clamp", _sr_clamp,
+                "clamping cuts values off (and its gradient is zero outside the range, so training stalls there); "
+                "sigmoid_range squashes smoothly: torch.sigmoid(x) * (hi - lo) + lo."),
+        Mistake("inside", _sr_inside,
+                "the scaling belongs outside the sigmoid: sigmoid(...) is still between 0 and 1; stretch its "
+                "output, torch.sigmoid(x) * (hi - lo) + lo."),
+    ],
+    n_visible=5,
+    n_hidden=30,
+)
+
+# ---------------------------------------------------------------- to/from_unit_points
+
+_SIZES = [(640, 480), (320, 240), (64, 48), (33, 57)]
+
+
+def _point_cases(unit: bool):
+    def cases(rng: np.random.Generator, device: torch.device, n: int) -> list[Case]:
+        out = []
+        for i in range(max(n, len(_SIZES))):
+            w, h = _SIZES[i] if i < len(_SIZES) else (int(rng.integers(16, 700)), int(rng.integers(16, 700)))
+            if w == h:
+                h += 7  # a square image cannot tell the axes apart
+            shape = [(int(rng.integers(1, 40)), 2), (int(rng.integers(1, 9)), 1, 2), (2,)][i % 3]
+            if unit:
+                pts = torch.from_numpy(rng.uniform(-1, 1, shape)).float()
+            else:
+                pts = torch.from_numpy(rng.uniform(0, 1, shape) * np.array([w, h])).float()
+            size = (w, h) if i % 2 == 0 else [w, h]
+            out.append(Case((pts.to(device), size), {}, f"points {list(shape)}, size (width, height) = {tuple(size)}"))
+        return out
+    return cases
+
+
+def _to_minus_one(points, size):
+    return points * 2 / (torch.as_tensor(size, dtype=points.dtype, device=points.device) - 1) - 1
+
+
+def _to_hw(points, size):
+    return ref.to_unit_points(points, tuple(size)[::-1])
+
+
+def _to_no_shift(points, size):
+    return points * 2 / torch.as_tensor(size, dtype=points.dtype, device=points.device)
+
+
+def _to_zero_one(points, size):
+    return points / torch.as_tensor(size, dtype=points.dtype, device=points.device)
+
+
+def _to_width_only(points, size):
+    return points * 2 / float(size[0]) - 1
+
+
+TO_UNIT_POINTS = Spec(
+    id="to_unit_points",
+    reference=ref.to_unit_points,
+    cases=_point_cases(unit=False),
+    mistakes=[
+        Mistake("minus_one", _to_minus_one,
+                "off by one: you divided by size - 1; fastai's PointScaler divides by the width and height "
+                "themselves (column width maps to 1): points * 2 / size - 1."),
+        Mistake("hw", _to_hw,
+                "each coordinate is divided by the wrong side: size is (width, height) like PIL's Image.size "
+                "and the point is [col, row], so the column goes with the width; you used (height, width), the "
+                "order of a tensor's shape."),
+        Mistake("no_shift", _to_no_shift,
+                "points * 2 / size runs from 0 to 2: subtract 1 so the range is [-1, 1]."),
+        Mistake("zero_one", _to_zero_one,
+                "points / size is in [0, 1]; fastai uses [-1, 1]: points * 2 / size - 1."),
+        Mistake("width_only", _to_width_only,
+                "you divided both coordinates by the width: the row must be divided by the height."),
+    ],
+    n_visible=5,
+    n_hidden=30,
+)
+
+
+def _from_minus_one(points, size):
+    return (points + 1) * (torch.as_tensor(size, dtype=points.dtype, device=points.device) - 1) / 2
+
+
+def _from_hw(points, size):
+    return ref.from_unit_points(points, tuple(size)[::-1])
+
+
+def _from_no_shift(points, size):
+    return points * torch.as_tensor(size, dtype=points.dtype, device=points.device) / 2
+
+
+def _from_no_size(points, size):
+    return (points + 1) / 2
+
+
+def _from_width_only(points, size):
+    return (points + 1) * float(size[0]) / 2
+
+
+def _from_minus_after(points, size):
+    return (points - 1) * torch.as_tensor(size, dtype=points.dtype, device=points.device) / 2
+
+
+FROM_UNIT_POINTS = Spec(
+    id="from_unit_points",
+    reference=ref.from_unit_points,
+    cases=_point_cases(unit=True),
+    mistakes=[
+        Mistake("minus_one", _from_minus_one,
+                "off by one: you multiplied by size - 1; fastai's decoding multiplies by the width and height "
+                "themselves: (points + 1) * size / 2."),
+        Mistake("hw", _from_hw,
+                "each coordinate is scaled by the wrong side: size is (width, height) like PIL's Image.size and "
+                "the point is [col, row]; you used (height, width)."),
+        Mistake("no_shift", _from_no_shift,
+                "points * size / 2 runs from -size/2 to size/2: add 1 first, (points + 1) * size / 2, so -1 is the "
+                "left/top edge."),
+        Mistake("no_size", _from_no_size,
+                "(points + 1) / 2 is in [0, 1]; multiply by the size, (width, height), to get pixels."),
+        Mistake("width_only", _from_width_only,
+                "you scaled both coordinates by the width: the row goes with the height."),
+        Mistake("minus_after", _from_minus_after,
+                "undo the -1 by adding 1: (points + 1) * size / 2."),
+    ],
+    n_visible=5,
+    n_hidden=30,
+)
+
+# ------------------------------------------------------------------ widget: landing_point
+
+
+@lru_cache(maxsize=None)
+def _alternatives() -> dict[str, tuple[float, float]]:
+    """Where the point would land under each known wrong convention, with what to say about it."""
+    c = ref.CHALLENGE
+    return {
+        "the point did not move at all: augmentations move the point together with the image": tuple(c["point"]),
+        "that is where it lands without the flip: the picture is mirrored left to right first": ref.challenge_truth(flip=False),
+        "that is where it lands with the rotation turned the other way: look at where the grid's corners go": ref.challenge_truth(rotate=-c["rotate"]),
+        "that is where it lands if the zoom shrank the picture: zooming in by 1.3 pushes points away from the centre": ref.challenge_truth(zoom=1 / c["zoom"]),
+        "that is where it lands with the flip and the zoom but no rotation": ref.challenge_truth(rotate=0.0),
+        "that is where it lands with the flip alone": ref.challenge_truth(rotate=0.0, zoom=1.0),
+    }
+
+
+def _as_number(x):
+    if isinstance(x, torch.Tensor) and x.numel() == 1:
+        return float(x)
+    if isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool):
+        return float(x)
+    return None
+
+
+def _landing_judge(case, got, expected):
+    if not (isinstance(got, (tuple, list)) and len(got) == 2):
+        return f"expected (col, row), the line the Record button shows; got {describe(got)}"
+    col, row = _as_number(got[0]), _as_number(got[1])
+    if col is None or row is None:
+        return "col and row must both be numbers"
+    truth = ref.challenge_truth()
+    off = float(np.hypot(col - truth[0], row - truth[1]))
+    if off <= ref.CHALLENGE_TOLERANCE:
+        return None
+    why = f"({col:.0f}, {row:.0f}) is {off:.0f} px from where fastai puts the point"
+    for message, alt in _alternatives().items():
+        if np.hypot(col - alt[0], row - alt[1]) <= ref.CHALLENGE_TOLERANCE:
+            return f"{why}; {message}"
+    if np.hypot(row - truth[0], col - truth[1]) <= ref.CHALLENGE_TOLERANCE:
+        return f"{why}; you swapped the two numbers: the answer is (col, row), the column first"
+    return why
+
+
+LANDING_POINT = Spec(
+    id="landing_point",
+    reference=None,
+    judge=_landing_judge,
+    kind="answer",
+    hint="in the explorer's challenge, move the prediction sliders onto the spot where the red dot lands, press "
+         "Record and paste the line it shows.",
+)
+
+SPECS = [IMG2POSE, GET_CTR, SIGMOID_RANGE, TO_UNIT_POINTS, FROM_UNIT_POINTS, LANDING_POINT]
