@@ -1,0 +1,384 @@
+"""course_lib.bbox: references (against the json, torchvision and by counting), diagnoses, the drawing
+check, the widgets, the data and models, and grading the lesson."""
+import csv
+import json
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+import nbformat
+import numpy as np
+import pytest
+import torch
+
+from course_lib import bbox as B
+from course_lib import bbox_checks as BC
+from course_lib.checks import CheckFailed, check, get_spec, run_check
+
+ROOT = Path(__file__).resolve().parent.parent
+LESSON = "05_bbox"
+SEED_IOU_NO_CLAMP = ("def box_iou(a, b) -> float:\n"
+                     "    h = min(a[2], b[2]) - max(a[0], b[0])\n"
+                     "    w = min(a[3], b[3]) - max(a[1], b[1])\n"
+                     "    inter = h * w\n"
+                     "    return float(inter / ((a[2]-a[0])*(a[3]-a[1]) + (b[2]-b[0])*(b[3]-b[1]) - inter))\n")
+
+
+@pytest.fixture(scope="module")
+def ci_path():
+    from course_lib.data.pascal import get_pascal_2007
+
+    return get_pascal_2007("ci")
+
+
+# ------------------------------------------------------------------------------ references
+
+def test_coco_to_voc_as_in_the_seed_and_back():
+    assert B.coco_to_voc([133, 167, 174, 86]).tolist() == [167, 133, 252, 306]
+    assert B.coco_to_voc([5, 40, 1, 1]).tolist() == [40, 5, 40, 5]  # a one-pixel box starts and ends on it
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        x, y, w, h = (int(v) for v in rng.integers(1, 300, 4))
+        voc = B.coco_to_voc([x, y, w, h])
+        assert isinstance(voc, np.ndarray) and voc.shape == (4,)
+        # bb_hw gives the corner back and sizes one less than w, h (pixel centre to pixel centre).
+        assert B.bb_hw(voc).tolist() == [x, y, w - 1, h - 1]
+
+
+def test_coco_to_voc_slices_exactly_the_object(ci_path):
+    j = json.loads((ci_path / "train.json").read_text())
+    from PIL import Image
+
+    fnames = {o["id"]: o["file_name"] for o in j["images"]}
+    for o in j["annotations"][:10]:
+        t, l, b, r = B.coco_to_voc(o["bbox"])
+        with Image.open(ci_path / "train" / fnames[o["image_id"]]) as im:
+            w, h = im.size
+        assert 0 <= t <= b < h and 0 <= l <= r < w
+        assert (b - t + 1) * (r - l + 1) == o["area"]
+
+
+def test_largest_object_by_area_first_on_ties_and_clear_error():
+    a = [(np.array([0, 0, 10, 10]), 1), (np.array([0, 0, 5, 40]), 2), (np.array([3, 3, 23, 8]), 3)]
+    assert B.largest_object(a)[1] == 2
+    assert B.largest_object(a[:1] + [(np.array([50, 50, 60, 60]), 9)])[1] == 1  # tie: the first
+    assert B.largest_object([(np.array([5, 0, 5, 300]), 4), (np.array([0, 0, 2, 2]), 5)])[1] == 5  # zero height
+    with pytest.raises(ValueError, match="no annotations"):
+        B.largest_object([])
+
+
+def test_largest_object_agrees_with_the_seeds_sort():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        anno = BC._anno(rng, int(rng.integers(1, 6)))
+        seed = sorted(anno, key=lambda x: np.prod(x[0][-2:] - x[0][:2]), reverse=True)[0]
+        got = B.largest_object(anno)
+        assert got[0] is seed[0] and got[1] == seed[1]
+
+
+def _xyxy(box):
+    return torch.tensor([[box[1], box[0], box[3], box[2]]], dtype=torch.float64)
+
+
+def test_box_iou_equals_torchvision():
+    from torchvision.ops import box_iou as tv
+
+    spec = get_spec("box_iou")
+    for case in spec.cases(np.random.default_rng(2), torch.device("cpu"), 150):
+        a, b = case.args
+        want = tv(_xyxy(a), _xyxy(b)).item()
+        want = 0.0 if np.isnan(want) else want
+        got = B.box_iou(a, b)
+        assert isinstance(got, float) and got == pytest.approx(want, abs=1e-9), case.label
+
+
+@pytest.mark.parametrize("a,b,want", [
+    ([0, 0, 10, 10], [0, 0, 10, 10], 1.0),          # identical
+    ([0, 0, 10, 10], [0, 10, 10, 20], 0.0),         # touching side by side
+    ([0, 0, 10, 10], [10, 10, 20, 20], 0.0),        # touching at a corner
+    ([0, 0, 10, 10], [20, 30, 40, 50], 0.0),        # apart both ways: no-clamp would give a positive overlap
+    ([0, 0, 10, 10], [2, 30, 8, 40], 0.0),          # rows overlap, columns apart
+    ([5, 5, 5, 9], [5, 5, 5, 9], 0.0),              # zero area: no division by zero
+    ([0, 0, 10, 10], [5, 5, 5, 9], 0.0),            # a degenerate box inside another
+    ([0, 0, 10, 10], [5, 5, 15, 15], 25 / 175),     # overlap 5x5, union 100 + 100 - 25
+    ([10, 10, 50, 90], [20, 30, 30, 40], 100 / 3200),
+])
+def test_box_iou_special_cases(a, b, want):
+    assert B.box_iou(a, b) == pytest.approx(want)
+    assert B.box_iou(b, a) == pytest.approx(want)
+    assert B.box_ious(torch.tensor([a], dtype=torch.float32), torch.tensor([b], dtype=torch.float32)).item() == pytest.approx(want, abs=1e-6)
+
+
+def test_draw_box_adds_an_outlined_rectangle_and_label():
+    from matplotlib import patheffects
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    ax = Figure().add_subplot()
+    B.draw_box(ax, np.array([10, 20, 50, 90]), "dog")
+    (rect,) = ax.patches
+    (text,) = ax.texts
+    assert isinstance(rect, Rectangle) and tuple(rect.get_xy()) == (20, 10)
+    assert (rect.get_width(), rect.get_height()) == (70, 40) and not rect.get_fill()
+    for artist in (rect, text):
+        kinds = [type(e) for e in artist.get_path_effects()]
+        assert kinds == [patheffects.Stroke, patheffects.Normal]
+    assert text.get_text() == "dog" and tuple(text.get_position()) == (20, 10)
+
+
+def test_draw_box_judge_sees_only_the_given_axes():
+    def on_gca(ax, box, label):
+        import matplotlib.pyplot as plt
+
+        B.draw_box(plt.gca(), box, label)
+
+    import matplotlib.pyplot as plt
+
+    msg = run_check(get_spec("draw_box"), on_gca).message
+    plt.close("all")
+    assert "no Rectangle was added to ax" in msg
+
+
+def test_draw_box_accepts_with_stroke_and_other_colours():
+    from matplotlib import patches, patheffects
+
+    def variant(ax, box, label):
+        x, y, w, h = B.bb_hw(box)
+        fx = [patheffects.withStroke(linewidth=3, foreground="k")]
+        ax.add_patch(patches.Rectangle((x, y), w, h, fill=False, edgecolor="yellow", path_effects=fx))
+        ax.text(x, y, label, path_effects=fx)
+
+    assert run_check(get_spec("draw_box"), variant, hidden=True).passed
+
+
+def test_settings_per_profile():
+    for profile in ("ci", "cpu", "gpu"):
+        s = B.settings(profile)
+        assert {"arch", "size", "batch_size", "cls_epochs", "box_epochs", "lr"} <= set(s)
+    assert B.settings("ci")["cls_epochs"] == 1 and B.settings("ci")["box_epochs"] == 1
+
+
+# ------------------------------------------------------------------------------ diagnoses
+
+MISTAKES = [(s.id, m.name) for s in BC.SPECS if s.kind == "function" for m in s.mistakes]
+
+
+@pytest.mark.parametrize("spec_id,mistake", MISTAKES)
+def test_every_known_mistake_fails_with_its_message(spec_id, mistake):
+    spec = get_spec(spec_id)
+    m = next(m for m in spec.mistakes if m.name == mistake)
+    result = run_check(spec, m.impl, hidden=True)
+    assert not result.passed
+    assert f"Likely mistake: {m.message}" in result.message, result.message
+
+
+@pytest.mark.parametrize("spec_id", [s.id for s in BC.SPECS if s.kind == "function"])
+def test_references_pass_and_hard_coded_answers_fail(spec_id):
+    spec = get_spec(spec_id)
+    assert run_check(spec, spec.reference, hidden=True).passed
+    first = spec.cases(np.random.default_rng(0), torch.device("cpu"), spec.n_visible)[0]
+    memorised = spec.reference(*first.args)
+    assert not run_check(spec, lambda *a, **k: memorised, hidden=True).passed
+
+
+def test_seed_like_iou_without_clamp_is_diagnosed():
+    ns = {}
+    exec(SEED_IOU_NO_CLAMP, {}, ns)
+    with pytest.raises(CheckFailed, match="clamped at 0"):
+        check("box_iou", ns["box_iou"], hidden=True)
+
+
+def test_wrong_return_types_are_explained():
+    assert "wrap it in np.array" in run_check(get_spec("coco_to_voc"), lambda b: [b[1], b[0], b[1] + b[3] - 1, b[0] + b[2] - 1]).message
+    assert "call .item()" in run_check(get_spec("box_iou"), lambda a, b: torch.tensor(B.box_iou(a, b))).message
+    assert "the whole (box, category) pair" in run_check(get_spec("largest_object"), lambda a: B.largest_object(a)[0]).message
+
+    def nan_on_empty(a, b):
+        h = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+        w = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+        u = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - h * w
+        return float(np.float64(h * w) / np.float64(u))
+
+    with np.errstate(all="ignore"):
+        assert "got nan" in run_check(get_spec("box_iou"), nan_on_empty, hidden=True).message
+
+
+def test_check_no_objects(capsys):
+    BC.check_no_objects(B.largest_object)
+    assert "✓" in capsys.readouterr().out
+    with pytest.raises(CheckFailed, match="Python's own words"):
+        BC.check_no_objects(lambda a: max(a, key=lambda x: x[0][0]), hidden=True)
+    with pytest.raises(CheckFailed, match="IndexError"):
+        BC.check_no_objects(lambda a: sorted(a)[0], hidden=True)
+    with pytest.raises(CheckFailed, match="returned None"):
+        BC.check_no_objects(lambda a: None, hidden=True)
+
+
+# ------------------------------------------------------------------------------ widgets
+
+def test_box_fitter_shows_iou_and_records_a_gradable_answer():
+    from course_lib.widgets.bbox import BoxFitter
+
+    fitter = BoxFitter()
+    spec = get_spec("borderline_box")
+    t, l, b, r = B.FITTER_TRUTH.tolist()
+    fitter.top.value, fitter.bottom.value = t, b
+    fitter.left.value, fitter.right.value = l + 22, r + 22   # shifted: IoU 47/91
+    assert fitter.iou == pytest.approx(47 / 91)
+    assert f"IoU:</b> {47 / 91:.3f}" in fitter.info.value and "found, just" in fitter.info.value
+    fitter.record_button.click()
+    assert fitter.answer == (t, l + 22, b, r + 22)
+    assert f"borderline_box = {fitter.answer!r}" in fitter.recorded.value
+    assert run_check(spec, fitter.answer).passed
+    # The truth itself is found too easily; a box further off is a miss.
+    assert "accepts it easily" in run_check(spec, tuple(B.FITTER_TRUTH.tolist())).message
+    assert "below 0.5" in run_check(spec, (t, l + 30, b, r + 30)).message
+    assert "inside" in run_check(spec, (t, l, b, 500)).message
+    assert "(top, left, bottom, right)" in run_check(spec, 0.52).message
+
+
+def test_fitter_scene_is_fixed():
+    img1, truth, label = B.fitter_scene()
+    img2, _, _ = B.fitter_scene()
+    assert np.array_equal(img1, img2) and img1.shape == (*B.FITTER_SIZE, 3) and label == "dog"
+    # The painted dog fills its box: its first and last rows and columns are the box's.
+    rows, cols = np.nonzero((img1 == (120, 15, 40)).all(-1))
+    assert [rows.min(), cols.min(), rows.max(), cols.max()] == truth.tolist()
+
+
+def test_prediction_browser_sorts_worst_first():
+    from course_lib.widgets.bbox import PredictionBrowser
+
+    images = np.zeros((7, 3, 32, 32), np.uint8)
+    true = np.tile([4.0, 4.0, 20.0, 20.0], (7, 1))
+    pred = true + np.arange(7)[:, None] * np.array([0, 2.0, 0, 2.0])   # shifted more and more
+    pred = pred[[3, 0, 6, 1, 5, 2, 4]]
+    br = PredictionBrowser(images, pred, true, [0] * 7, [1] * 7, ["a", "b"], per_page=3)
+    assert br.page() == [2, 4, 6]
+    br.start.value = 3
+    assert br.page() == [0, 5, 3]
+    assert "7 validation images" in br.info.value
+
+
+# ------------------------------------------------------------------------------ data and models
+
+def test_read_pascal_json_and_largest_data(ci_path):
+    pj = B.read_pascal_json(ci_path, "valid")
+    j = json.loads((ci_path / "valid.json").read_text())
+    assert len(pj.cats) == 20 and sum(len(v) for v in pj.anno.values()) == len(j["annotations"])
+    data = B.load_largest(ci_path, "valid", 32, progress=False)
+    assert tuple(data.images.shape) == (len(pj.ids), 3, 32, 32) and data.images.dtype == torch.uint8
+    i = pj.ids[0]
+    box, cat = B.largest_object(pj.anno[i])
+    h, w = pj.sizes[i]
+    assert data.labels[0].item() == cat - 1 and data.vocab[cat - 1] == pj.cats[cat]
+    assert torch.allclose(data.boxes[0], torch.tensor(B.scale_box(box, (h, w), (32, 32)), dtype=torch.float32))
+    assert (data.boxes >= -0.5).all() and (data.boxes <= 31.5).all()
+    assert data.n_objects[0] == len(pj.anno[i])
+
+
+def test_missing_json_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="get_pascal_2007"):
+        B.read_pascal_json(tmp_path, "train")
+
+
+def test_flip_moves_the_box_with_the_image():
+    img = torch.zeros(1, 10, 16)
+    box = torch.tensor([2.0, 3.0, 5.0, 7.0])
+    img[:, 2:6, 3:8] = 1
+    flipped, fbox = img.flip(-1), B.flip_box(box, 16)
+    rows, cols = torch.nonzero(flipped[0], as_tuple=True)
+    assert fbox.tolist() == [2.0, cols.min().item(), 5.0, cols.max().item()]
+    assert torch.equal(B.flip_box(fbox, 16), box)
+
+
+def test_random_crop_keeps_the_object_and_moves_its_box():
+    g = torch.Generator().manual_seed(0)
+    for k in range(50):
+        img = torch.zeros(3, 64, 64)
+        t, l = int(torch.randint(0, 40, (1,), generator=g)), int(torch.randint(0, 40, (1,), generator=g))
+        h, w = int(torch.randint(6, 24, (1,), generator=g)), int(torch.randint(6, 24, (1,), generator=g))
+        img[:, t:t + h, l:l + w] = 1
+        box = torch.tensor([t, l, t + h - 1, l + w - 1], dtype=torch.float32)
+        out, moved = B.random_crop(img, box, generator=g)
+        assert out.shape == img.shape
+        # The object is whole (nothing of it touches a cut edge) and the new box bounds it to within a pixel.
+        rows, cols = torch.nonzero(out[0] > 0.5, as_tuple=True)
+        assert abs(rows.min() - moved[0]) <= 1 and abs(rows.max() - moved[2]) <= 1
+        assert abs(cols.min() - moved[1]) <= 1 and abs(cols.max() - moved[3]) <= 1
+        assert (moved[2] - moved[0]) >= (box[2] - box[0]) - 1e-4  # never shrinks
+
+
+def test_box_head_input_size_follows_the_image_size():
+    body = B.resnet_body("resnet34", pretrained=False, quiet=True)
+    assert B.body_output_shape(body, 224) == (512, 7, 7)
+    assert B.box_head((512, 7, 7))[1].in_features == 25088
+    with pytest.raises(RuntimeError):
+        B.box_head((512, 7, 7))(body(torch.zeros(1, 3, 128, 128)))
+    model = B.make_model("box", 64, "resnet18", pretrained=False, quiet=True)
+    out = model(torch.rand(3, 3, 64, 64))
+    assert out.shape == (3, 4) and (out >= 0).all() and (out <= 64).all()
+    assert B.make_model("classifier", 64, pretrained=False, quiet=True)(torch.rand(2, 3, 64, 64)).shape == (2, 20)
+
+
+def test_one_training_step_lowers_nothing_but_runs_and_reports(ci_path):
+    train = B.load_largest(ci_path, "train", 32, progress=False)
+    valid = B.load_largest(ci_path, "valid", 32, progress=False)
+    tdl, vdl = B.dataloaders(train, valid, 16)
+    cls = B.make_model("classifier", 32, pretrained=False, quiet=True)
+    box = B.make_model("box", 32, pretrained=False, quiet=True)
+    h = B.fit(box, tdl, vdl, "box", 1, 1e-3, device="cpu", progress=False)
+    assert {"epoch", "train_loss", "valid_l1_px", "mean_iou"} <= set(h[0])
+    r = B.report(cls, box, valid, device="cpu")
+    assert r["n_valid"] == len(valid) and 0 <= r["mean_iou"] <= 1 and 0 <= r["accuracy"] <= 1
+    assert r["l1_px_original"] > r["l1_px"]  # the originals are larger than 32 px
+
+
+# ------------------------------------------------------------------------------ grading the lesson
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    from autograder import notebooks
+
+    subs = tmp_path_factory.mktemp("submissions")
+    out = tmp_path_factory.mktemp("out")
+
+    def write(nb, student):
+        path = subs / student / LESSON / f"{LESSON}.ipynb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, path)
+
+    write(notebooks.read(notebooks.source_path(LESSON)), "alice")
+    write(notebooks.read(notebooks.release_path(LESSON)), "bob")
+    wrong = notebooks.read(notebooks.source_path(LESSON))
+    for cell in wrong.cells:
+        if notebooks.grade_id(cell) == "box_iou":
+            cell.source = SEED_IOU_NO_CLAMP
+    write(wrong, "carol")
+    proc = subprocess.run([sys.executable, "-m", "autograder", "grade", str(subs), "--out", str(out), "--workers", "2"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=1500)
+    by = defaultdict(dict)
+    for r in csv.DictReader(open(out / "grades.csv")):
+        by[r["student_id"]][r["exercise"]] = r
+    return proc, out, by
+
+
+def _total(rows):
+    return sum(float(r["score"]) for r in rows.values())
+
+
+def test_grading_the_lesson(graded):
+    proc, out, by = graded
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exercises = {"coco_to_voc": 1, "bb_hw": 1, "draw_box": 2, "largest_object": 2, "box_iou": 2, "borderline_box": 1}
+    assert {k: float(r["max_score"]) for k, r in by["alice"].items()} == exercises
+    assert all(r["status"] == "passed" for r in by["alice"].values()) and _total(by["alice"]) == 9
+    assert _total(by["bob"]) == 0 and {r["status"] for r in by["bob"].values()} <= {"failed", "error"}
+    page = (out / "feedback" / "bob" / f"{LESSON}.html").read_text()
+    assert "0 / 9 points" in page and "not implemented yet" in page
+    wrong = by["carol"]["box_iou"]
+    assert wrong["status"] == "failed" and float(wrong["score"]) == 0
+    assert _total(by["carol"]) == 9 - 2
+    assert "clamped at 0" in (out / "feedback" / "carol" / f"{LESSON}.html").read_text()
