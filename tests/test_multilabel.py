@@ -150,6 +150,21 @@ def test_learner_pretrained_is_offline_and_says_so(tmp_path, monkeypatch, capsys
     assert "pretrained=True" in capsys.readouterr().out
 
 
+def test_pretrained_arch_never_downloads(tmp_path, monkeypatch, capsys):
+    import torch
+    import torchvision
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    arch = M.pretrained_arch("ci")
+    assert arch is not torchvision.models.resnet18 and arch.__name__ == "course_resnet18"
+    assert "course_lib's own pretraining" in capsys.readouterr().out
+    weights = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"")
+    assert M.pretrained_arch("ci") is torchvision.models.resnet18
+    assert "ImageNet weights found" in capsys.readouterr().out
+
+
 def test_fine_tune_kwargs_spare_a_random_body():
     s = M.settings("ci")
     assert M.fine_tune_kwargs(False, s)["lr_mult"] == 1 and M.fine_tune_kwargs(True, s)["lr_mult"] == 100
