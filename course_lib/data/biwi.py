@@ -56,7 +56,7 @@ FOLDERS: tuple[str, ...] = tuple(f"{i:02d}" for i in range(1, 25))
 WIDTH, HEIGHT = 640, 480
 JPEG_QUALITY = 90
 # Bump whenever the drawing changes, so build_once rebuilds stale copies.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # The real set's calibration: every folder carries the same intrinsics, which is why fastbook
 # can read them from folder 01 only.
