@@ -23,7 +23,7 @@ from torch import Tensor
 # to most, but not so close that the early layers should barely move.
 PROFILE_SETTINGS: dict[str, dict] = {
     "ci": dict(size=64, batch_size=32, freeze_epochs=1, epochs=1, lr=3e-3, lr_mult=10, thresh=0.2, num_workers=0),
-    "cpu": dict(size=48, batch_size=16, freeze_epochs=1, epochs=6, lr=3e-3, lr_mult=10, thresh=0.2, num_workers=0),
+    "cpu": dict(size=48, batch_size=16, freeze_epochs=1, epochs=5, lr=3e-3, lr_mult=10, thresh=0.2, num_workers=0),
     "gpu": dict(size=128, batch_size=64, freeze_epochs=2, epochs=10, lr=3e-3, lr_mult=10, thresh=0.2, num_workers=4),
 }
 
