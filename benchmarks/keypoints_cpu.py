@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--head", choices=("linear", "heatmap"))
     parser.add_argument("--max-warp", type=float)
     parser.add_argument("--max-rotate", type=float)
+    parser.add_argument("--backbone", choices=("random", "course"), help="course: start from course_lib's pretrained resnet18")
+    parser.add_argument("--fine-tune", action="store_true", help="fine_tune(epochs, lr) instead of fit_one_cycle")
     args = parser.parse_args(argv)
     cfg = setup(profile=args.profile)
     s = K.settings(args.profile)
@@ -45,8 +47,20 @@ def main(argv: list[str] | None = None) -> None:
     print(summarize(path))
     start = time.perf_counter()
     dls = K.biwi_dataloaders(path, s, device=cfg.device)
-    learn = K.make_learner(dls, s["arch"], head=s["head"])
-    learn.fit_one_cycle(s["epochs"], s["lr"])
+    if args.backbone:
+        s["backbone"] = args.backbone
+    if args.fine_tune:
+        s["fine_tune"] = True
+    if s.get("backbone") == "course":
+        from course_lib.multilabel import pretrained_arch
+
+        learn = K.make_learner(dls, pretrained_arch(args.profile), pretrained=True, head=s["head"])
+    else:
+        learn = K.make_learner(dls, s["arch"], head=s["head"])
+    if s.get("fine_tune"):
+        learn.fine_tune(s["epochs"], s["lr"])
+    else:
+        learn.fit_one_cycle(s["epochs"], s["lr"])
     wall = time.perf_counter() - start
     preds, targs = learn.get_preds()
     errors = K.pixel_errors(preds, targs)
