@@ -49,6 +49,7 @@ class BoxFitter:
         self.record_button.on_click(self._record)
         sliders = W.VBox([self.top, self.left, self.bottom, self.right])
         self.widget = W.VBox([W.HBox([self.plot, W.VBox([sliders, self.info])]), self.record_button, self.recorded])
+        self.widget.add_class("vw-box-fitter")  # a handle for the browser tests
         self._redraw()
 
     @property
@@ -123,6 +124,7 @@ class PredictionBrowser:
         self.info = W.HTML()
         self.start.observe(self._redraw, "value")
         self.widget = W.VBox([self.start, self.info, self.plot])
+        self.widget.add_class("vw-prediction-browser")  # a handle for the browser tests
         self._redraw()
 
     def page(self) -> list[int]:

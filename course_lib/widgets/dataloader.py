@@ -97,6 +97,7 @@ class AugmentationExplorer:
                               self.train_plot, self.train_info,
                               W.HTML(f"<b>Validation pipeline</b>: run {N_VALID_RUNS} times"),
                               self.valid_plot, self.valid_info, self.record_button, self.recorded])
+        self.widget.add_class("vw-augmentation-explorer")  # a handle for the browser tests
         self._redraw()
 
     # ------------------------------------------------------------------ state

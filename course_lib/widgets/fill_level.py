@@ -49,6 +49,7 @@ class FillLevelExplorer:
             W.HBox([self.record_button, self.clear_button]),
             self.recorded,
         ])
+        self.widget.add_class("vw-fill-explorer")  # a handle for the browser tests
         self._redraw()
 
     @property

@@ -82,6 +82,7 @@ class AugmentationExplorer:
         if challenge:
             rows += [self.record_button, self.recorded]
         self.widget = W.VBox(rows)
+        self.widget.add_class("vw-keypoint-explorer")  # a handle for the browser tests
         self._redraw()
 
     @property

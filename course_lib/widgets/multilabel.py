@@ -60,6 +60,7 @@ class ThresholdExplorer:
         self.record_button.on_click(self._record)
         self.widget = W.VBox([self.threshold, W.HBox([self.plot, self.info]), self.flips,
                               self.record_button, self.recorded])
+        self.widget.add_class("vw-threshold-explorer")  # a handle for the browser tests
         self._redraw()
 
     @property

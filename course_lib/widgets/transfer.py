@@ -46,6 +46,7 @@ class FreezingExplorer:
         self.widget = W.VBox([W.HTML("<b>Train these parts</b> (unticked parts are frozen):"),
                               W.HBox(list(self.boxes.values())), W.HBox([self.plot, self.info]),
                               self.record_button, self.recorded])
+        self.widget.add_class("vw-freezing-explorer")  # a handle for the browser tests
         self._redraw()
 
     @property
