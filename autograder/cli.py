@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 
@@ -39,15 +39,25 @@ def _grade(args) -> int:
         return 2
     out = Path(args.out)
     t0 = time.perf_counter()
-    opts = Options(profile=args.profile, cell_timeout=args.timeout)
-    rows = grade_all(root, out, workers=args.workers, lessons=args.lesson, opts=opts)
+    opts = Options(profile=args.profile, cell_timeout=args.timeout, memory_mb=args.memory,
+                   output_limit=int(args.output_limit * 1e6), warm=not args.cold)
+    stats: dict = {}
+    rows = grade_all(root, out, workers=args.workers, lessons=args.lesson, opts=opts, fresh=args.fresh, stats=stats)
     per = defaultdict(lambda: [0.0, 0.0])
     for r in rows:
         per[(r.student_id, r.lesson)][0] += r.score
         per[(r.student_id, r.lesson)][1] += r.max_score
     problems = sum(1 for r in rows if r.status not in ("passed", "failed"))
-    print(f"graded {len(per)} submission(s) in {time.perf_counter() - t0:.1f} s -> {out / 'grades.csv'}, "
-          f"feedback in {out / 'feedback'}; {problems} exercise(s) with errors or timeouts")
+    flagged = Counter(e["status"] for e in stats.get("entries", []) if e["status"] != "ok")
+    print(f"graded {len(per)} submission(s) in {time.perf_counter() - t0:.1f} s "
+          f"({stats.get('reused', 0)} unchanged since the last run, not regraded) -> {out / 'grades.csv'}, "
+          f"{out / 'totals.csv'}, {out / 'report.html'}, feedback in {out / 'feedback'}; "
+          f"{problems} exercise(s) with errors or timeouts"
+          + ("; submissions " + ", ".join(f"{s}: {n}" for s, n in sorted(flagged.items())) if flagged else ""))
+    if stats.get("unfinished"):
+        print(f"{stats['unfinished']} submission(s) were not graded because a grading worker died; "
+              "run the same command again to finish them.", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -64,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--workers", type=int, default=1, help="notebooks graded at once")
     g.add_argument("--lesson", action="append", help="grade only this lesson (repeatable)")
     g.add_argument("--profile", default="ci", choices=["ci", "cpu", "gpu"], help="course profile the notebooks run in")
-    g.add_argument("--timeout", type=int, default=300, help="per-cell time limit in seconds")
+    g.add_argument("--timeout", type=int, default=None,
+                   help="per-cell time limit in seconds (default: the lesson's own, see autograder/grade.py CELL_TIMEOUTS)")
+    g.add_argument("--memory", type=int, default=6000, help="memory limit per kernel in MB (0: none; default 6000)")
+    g.add_argument("--output-limit", type=float, default=2.0, help="MB of output kept per cell (default 2)")
+    g.add_argument("--cold", action="store_true", help="start each kernel only when needed (no warm pool)")
+    g.add_argument("--fresh", action="store_true", help="forget OUT/journal.jsonl and regrade everything")
     g.set_defaults(func=_grade)
     args = p.parse_args(argv)
     return args.func(args)

@@ -12,6 +12,10 @@ STATUS_TEXT = {
     "timeout": "timed out",
     "kernel_died": "kernel died",
     "not_run": "not run",
+    "out_of_memory": "out of memory",
+    "tampered": "tampered with grading",
+    "flagged": "flagged for review",
+    "missing": "missing",
 }
 
 
@@ -28,6 +32,35 @@ def summary_html(rows) -> str:
     return "\n".join(lines)
 
 
+def student_view(nb: nbformat.NotebookNode, rows) -> nbformat.NotebookNode:
+    """The graded notebook as the student may see it: never the hidden tests.
+
+    Test cells keep their place but their source and outputs (tracebacks quote the test
+    code) are replaced by the exercise's result and diagnosis; cells the grader injected
+    are left out.
+    """
+    from autograder.notebooks import TEST_SUFFIX, grade_id, is_test
+
+    by_ex = {r.exercise: r for r in rows}
+    cells = []
+    for cell in nb.cells:
+        if cell.get("metadata", {}).get("autograder", {}).get("injected"):
+            continue
+        if is_test(cell):
+            gid = grade_id(cell) or ""
+            ex = gid[: -len(TEST_SUFFIX)] if gid.endswith(TEST_SUFFIX) else gid
+            r = by_ex.get(ex)
+            result = (f"{STATUS_TEXT.get(r.status, r.status)}, {r.score:g} / {r.max_score:g} points"
+                      + (f": {r.message}" if r.message else "")) if r else "no result"
+            cell = nbformat.v4.new_code_cell(
+                f"# Tests for {ex} (hidden tests are run by the grader and not shown)",
+                outputs=[nbformat.v4.new_output("stream", name="stdout", text=result + "\n")])
+        cells.append(cell)
+    out = nbformat.from_dict(dict(nb))
+    out.cells = cells
+    return out
+
+
 def render(nb: nbformat.NotebookNode | None, rows) -> str:
     """A standalone HTML page; when the notebook could not be run, the summary alone."""
     head = summary_html(rows)
@@ -35,7 +68,7 @@ def render(nb: nbformat.NotebookNode | None, rows) -> str:
         return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Feedback</title></head><body>{head}</body></html>"
     from nbconvert import HTMLExporter
 
-    nb = nbformat.from_dict(dict(nb))
+    nb = student_view(nbformat.from_dict(dict(nb)), rows)
     nb.cells.insert(0, nbformat.v4.new_markdown_cell(head))
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
     return body

@@ -79,6 +79,7 @@ class Spec:
               in place, or a class, it builds fresh inputs, calls ``fn`` and returns what the
               judge should look at. The student's code, the reference and every known mistake
               go through it alike, each on its own fresh inputs.
+    forbidden: library functions that would do the whole exercise (see the autograder).
     """
 
     id: str
@@ -92,6 +93,9 @@ class Spec:
     hint: str = ""
     module: str = ""  # the *_checks module that defines it; set by the registry
     observe: Callable[[Callable[..., Any], Case], Any] | None = None
+    # Dotted names of library functions that do this exercise's whole job (fastai's or
+    # torch's): a student function that calls one is flagged by the autograder, not graded.
+    forbidden: tuple[str, ...] = ()
 
     def run(self, fn: Callable[..., Any], case: Case) -> Any:
         """What ``fn`` does on ``case``: its return value, or what ``observe`` reports."""
@@ -346,3 +350,200 @@ def check(exercise_id: str, obj: Any, hidden: bool = False, seed: int | None = N
     if hidden and not result.passed:
         raise CheckFailed(result.message)
     print(result.message)
+
+
+# ------------------------------------------------------------------ grading in two processes
+#
+# The autograder does not trust what a student's kernel says about itself. The kernel only
+# *observes*: it runs the student's function on cases the grader made and sends back what came
+# out, in a plain form (tensors, numbers, strings, containers) that can be loaded without
+# running any code. The grader *judges* those observations in its own process, with the
+# references, judges and known mistakes it imported itself, so nothing the student's code
+# changed in the kernel (a patched ``torch.allclose``, ``check``, ``builtins``...) takes part.
+# The messages are those of :func:`run_check`, word for word.
+
+PORTABLE_KEY = "__portable__"
+
+
+class NotPortable(TypeError):
+    """A value that cannot travel from the kernel to the grader as plain data."""
+
+
+def to_portable(x: Any, _depth: int = 0) -> Any:
+    """``x`` as plain data that ``torch.load(weights_only=True)`` reads back; raises NotPortable."""
+    import pathlib
+
+    if _depth > 20:
+        raise NotPortable("nested too deeply")
+    if x is None or type(x) in (bool, int, float, str, complex):
+        return x
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+        if type(t) is not torch.Tensor:
+            t = t.as_subclass(torch.Tensor)
+        return t.cpu().clone()
+    if isinstance(x, np.ndarray):
+        if x.dtype == object or x.dtype.kind in "USVOMm":
+            raise NotPortable(f"numpy array of dtype {x.dtype}")
+        return {PORTABLE_KEY: "ndarray", "data": torch.from_numpy(np.ascontiguousarray(x).copy()), "dtype": str(x.dtype)}
+    if isinstance(x, np.generic):
+        return {PORTABLE_KEY: "npscalar", "dtype": str(x.dtype), "value": x.item()}
+    if isinstance(x, pathlib.PurePath):
+        return {PORTABLE_KEY: "path", "value": str(x), "cls": type(x).__name__}
+    if isinstance(x, torch.Size):
+        return {PORTABLE_KEY: "size", "value": list(x)}
+    if isinstance(x, (list, tuple)):  # a namedtuple travels as a plain tuple
+        return (list if isinstance(x, list) else tuple)(to_portable(v, _depth + 1) for v in x)
+    if isinstance(x, dict) and all(type(k) in (str, int) for k in x):
+        return {k: to_portable(v, _depth + 1) for k, v in x.items()}
+    raise NotPortable(type(x).__name__)
+
+
+def from_portable(x: Any) -> Any:
+    """The inverse of :func:`to_portable`."""
+    import pathlib
+
+    if type(x) is dict and x.get(PORTABLE_KEY):
+        kind = x[PORTABLE_KEY]
+        if kind == "ndarray":
+            return x["data"].numpy().astype(np.dtype(x["dtype"]), copy=False)
+        if kind == "npscalar":
+            return np.dtype(x["dtype"]).type(x["value"])
+        if kind == "path":
+            return pathlib.PurePosixPath(x["value"]) if x.get("cls", "").startswith("PurePosix") else pathlib.Path(x["value"])
+        if kind == "size":
+            return torch.Size(x["value"])
+        return x
+    if type(x) in (list, tuple):
+        return type(x)(from_portable(v) for v in x)
+    if type(x) is dict:
+        return {k: from_portable(v) for k, v in x.items()}
+    return x
+
+
+def _raised(e: BaseException) -> dict:
+    return {PORTABLE_KEY: "raised", "type": type(e).__name__,
+            "line": traceback.format_exception_only(type(e), e)[-1].strip(),
+            "not_implemented": _not_implemented(e),
+            "type_error_argument": isinstance(e, TypeError) and "argument" in str(e)}
+
+
+def _is_raised(obs: Any) -> bool:
+    return type(obs) is dict and obs.get(PORTABLE_KEY) == "raised"
+
+
+def _to_device(x: Any, device: torch.device) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, (tuple, list)):
+        return type(x)(_to_device(v, device) for v in x)
+    if isinstance(x, dict):
+        return {k: _to_device(v, device) for k, v in x.items()}
+    return x
+
+
+def _tensor_devices(x: Any, _depth: int = 0) -> set[str]:
+    if isinstance(x, torch.Tensor):
+        return {x.device.type}
+    if _depth < 20 and isinstance(x, (tuple, list)):
+        return set().union(*(_tensor_devices(v, _depth + 1) for v in x)) if x else set()
+    if _depth < 20 and isinstance(x, dict):
+        return set().union(*(_tensor_devices(v, _depth + 1) for v in x.values())) if x else set()
+    return set()
+
+
+def observe_cases(spec: Spec, obj: Any, cases: Sequence[Case] | None = None,
+                  device: torch.device | str | None = None) -> dict:
+    """Kernel side: what the student's ``obj`` gives on each case, as plain data.
+
+    Stops at the first case that raises, as :func:`run_check` does. ``{"portable": False}``
+    when an answer cannot be sent as plain data (the grader then falls back to a check run
+    in the kernel).
+    """
+    if spec.kind == "answer":
+        try:
+            return {"portable": True, "kind": "answer", "value": to_portable(obj)}
+        except NotPortable as e:
+            return {"portable": False, "why": str(e)}
+    if obj is None or not callable(obj):
+        return {"portable": True, "kind": "not_callable", "describe": describe(obj)}
+    fn = isolate(obj, registry().keys())
+    # The grader makes the cases on its CPU; the student's function runs them on the kernel's
+    # device (the GPU when there is one), and the grader is told where each result was left.
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    out, devices = [], []
+    for case in cases or ():
+        if device.type != "cpu":
+            case = Case(_to_device(case.args, device), _to_device(case.kwargs, device), case.label)
+        try:
+            got = spec.run(fn, case)
+        except Exception as e:
+            out.append(_raised(e))
+            break
+        try:
+            out.append(to_portable(got))
+        except NotPortable as e:
+            return {"portable": False, "why": str(e)}
+        devices.append(sorted(_tensor_devices(got)))
+    return {"portable": True, "kind": "function", "observations": out, "device": device.type, "devices": devices}
+
+
+def judge_observations(spec: Spec, cases: Sequence[Case], observed: dict, device_type: str = "cpu") -> CheckResult:
+    """Grader side: the verdict :func:`run_check` would give, from what :func:`observe_cases` saw."""
+    judge = spec.judge or (lambda case, got, expected: compare(got, expected))
+    if spec.kind == "answer":
+        obj = from_portable(observed.get("value"))
+        try:
+            why = judge(Case(), obj, None)
+        except Exception as e:
+            why = f"could not read your answer ({type(e).__name__}: {e})"
+        if why is None:
+            return CheckResult(spec.id, True, 1, f"✓ {spec.id}: your answer is right.")
+        return CheckResult(spec.id, False, 1, f"✗ {spec.id}: {why}" + (f"\n  Hint: {spec.hint}" if spec.hint else ""))
+    if observed.get("kind") == "not_callable":
+        return CheckResult(spec.id, False, 0, f"✗ {spec.id}: expected a function, got {observed.get('describe', '')}.")
+    observations = list(observed.get("observations", []))
+    for i, case in enumerate(cases, 1):
+        where = f"case {i} of {len(cases)}" + (f" ({case.label})" if case.label else "")
+        if i > len(observations):
+            return CheckResult(spec.id, False, i - 1, f"✗ {spec.id}: {where}: no result came back from your function.")
+        obs = observations[i - 1]
+        if _is_raised(obs):
+            if obs.get("not_implemented"):
+                return CheckResult(spec.id, False, i - 1, f"✗ {spec.id}: not implemented yet: replace `raise NotImplementedError()` with your code.")
+            msg = f"✗ {spec.id}: {where} raised {obs.get('line', '')}"
+            if obs.get("type_error_argument") and spec.reference is not None:
+                msg += f"\n  Hint: the expected signature is {spec.id}{inspect.signature(spec.reference, eval_str=True)}"
+            return CheckResult(spec.id, False, i - 1, msg)
+        got = from_portable(obs)
+        ran_on = observed.get("device", "cpu")
+        left_on = (observed.get("devices") or [[]] * len(observations))[i - 1]
+        if ran_on != "cpu" and any(d != ran_on for d in left_on):
+            return CheckResult(spec.id, False, i - 1, f"✗ {spec.id}: {where}: your result is on "
+                               f"{', '.join(d for d in left_on if d != ran_on)} but the inputs were on {ran_on}: "
+                               "keep it on the inputs' device.")
+        expected = spec.expected(case) if spec.reference is not None else None
+        try:
+            why = judge(case, got, expected)
+        except Exception as e:  # a judge tripping over a strange answer: the answer is wrong
+            why = f"could not judge your result ({type(e).__name__}: {e}); got {describe(got)}"
+        if why is None:
+            continue
+        lines = [f"✗ {spec.id}: {where}: {why}."]
+        diagnosis = _diagnose(spec, case, got, judge)
+        if diagnosis:
+            lines.append(f"  Likely mistake: {diagnosis}")
+        elif spec.hint:
+            lines.append(f"  Hint: {spec.hint}")
+        return CheckResult(spec.id, False, i - 1, "\n".join(lines))
+    plural = "s" if len(cases) != 1 else ""
+    device_type = observed.get("device", device_type)
+    return CheckResult(spec.id, True, len(cases), f"✓ {spec.id}: passed {len(cases)} case{plural} ({device_type}).")
+
+
+def hidden_cases(spec: Spec, seed: int, device: torch.device | None = None) -> list[Case]:
+    """The hidden cases of ``spec`` for a secret ``seed`` (drawn by the grader for each run)."""
+    if spec.kind == "answer" or spec.cases is None:
+        return []
+    rng = np.random.default_rng(seed)
+    return spec.cases(rng, device or torch.device("cpu"), spec.n_hidden)

@@ -181,6 +181,7 @@ FILL_L1_LOSS = Spec(
     ],
     n_visible=5,
     n_hidden=30,
+    forbidden=("torch.nn.functional.l1_loss", "torch.nn.L1Loss", "fastai.losses.L1LossFlat"),
 )
 
 # ----------------------------------------------------------------------- build_fill_model

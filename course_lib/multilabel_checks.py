@@ -71,6 +71,7 @@ ONE_HOT = Spec(
     ],
     n_visible=5,
     n_hidden=30,
+    forbidden=("fastai.torch_core.one_hot",),
 )
 
 # --------------------------------------------------------------------- binary_cross_entropy
@@ -159,6 +160,9 @@ BINARY_CROSS_ENTROPY = Spec(
     ],
     n_visible=5,
     n_hidden=30,
+    # Library losses that would do the whole exercise: calling one gets the answer flagged.
+    forbidden=("torch.nn.functional.binary_cross_entropy_with_logits", "torch.nn.functional.binary_cross_entropy",
+               "torch.nn.BCEWithLogitsLoss", "torch.nn.BCELoss", "fastai.losses.BCEWithLogitsLossFlat"),
 )
 
 # --------------------------------------------------------------------------- accuracy_multi
@@ -263,6 +267,7 @@ ACCURACY_MULTI = Spec(
     ],
     n_visible=6,
     n_hidden=40,
+    forbidden=("fastai.metrics.accuracy_multi",),
 )
 
 # --------------------------------------------------------------------------- best_threshold

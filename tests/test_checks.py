@@ -158,3 +158,22 @@ def test_custom_spec_with_mistake():
     )
     assert run_check(spec, lambda x: x + x).passed
     assert "you squared" in run_check(spec, lambda x: x * x).message
+
+
+def test_grader_side_verdict_names_the_device_a_result_was_left_on():
+    """On a GPU kernel the hidden cases run on the GPU; a result moved to the CPU fails with a reason."""
+    from course_lib import multilabel
+    from course_lib.checks import get_spec, hidden_cases, judge_observations, observe_cases
+
+    spec = get_spec("binary_cross_entropy")
+    cases = hidden_cases(spec, 5)
+    observed = observe_cases(spec, multilabel.binary_cross_entropy, cases, device="cpu")
+    assert observed["device"] == "cpu" and all(d == ["cpu"] for d in observed["devices"])
+    assert judge_observations(spec, cases, observed).message.endswith("(cpu).")
+    # What a CUDA kernel reports when the student's function returned CPU tensors for CUDA inputs.
+    on_gpu = dict(observed, device="cuda")
+    verdict = judge_observations(spec, cases, on_gpu)
+    assert verdict.passed is False and "the inputs were on cuda" in verdict.message
+    right = dict(observed, device="cuda", devices=[["cuda"]] * len(cases))
+    verdict = judge_observations(spec, cases, right)
+    assert verdict.passed and verdict.message.endswith("(cuda).")

@@ -90,8 +90,9 @@ def test_one_wrong_function_loses_exactly_its_points(graded):
 
 def test_malformed_and_missing_notebooks_are_reported_not_fatal(graded):
     _, out, by, _ = graded
-    for student, words in (("dave", "not a readable notebook"), ("erin", "expected 06_fill_level.ipynb")):
-        assert all(r["status"] == "error" and float(r["score"]) == 0 for r in by[student].values())
+    for student, status, words in (("dave", "error", "not a readable notebook"),
+                                   ("erin", "missing", "expected 06_fill_level.ipynb")):
+        assert all(r["status"] == status and float(r["score"]) == 0 for r in by[student].values())
         assert words in (out / "feedback" / student / f"{LESSON}.html").read_text()
 
 

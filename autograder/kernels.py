@@ -1,0 +1,285 @@
+"""Kernels for grading: one fresh kernel per submission, started early and already warm.
+
+A fresh kernel spends seconds importing torch, torchvision and fastai before a student's
+first line runs. A :class:`WarmPool` starts the *next* kernel, with the lesson's imports
+already done, while the current submission runs, so a submission finds its kernel ready.
+Each kernel still serves exactly one submission and is then shut down: nothing a student
+does (monkey-patching a library, filling memory, a background thread) reaches anyone else.
+On a machine with few cores the import time is hidden behind the previous submission,
+not removed: it still costs CPU.
+
+Every kernel runs under a memory limit (``RLIMIT_DATA``: what it allocates, not the
+libraries it maps, so CUDA's address-space reservations still work); a student who
+exhausts it gets a ``MemoryError`` or a dead kernel, never a grader killed by the OS.
+"""
+from __future__ import annotations
+
+import ast
+import atexit
+import json
+import os
+import queue
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import inspect
+
+from jupyter_client import AsyncKernelManager
+from jupyter_core.utils import run_sync
+from nbclient import NotebookClient
+from nbformat.v4 import new_output
+from traitlets import Integer
+
+# Modules worth importing before a submission arrives: the slow ones. A lesson's own
+# imports are added by :func:`lesson_imports`.
+HEAVY = ("numpy", "matplotlib.pyplot", "torch", "torchvision")
+
+# Sets the memory limit, then becomes the kernel (same pid, so interrupts and the
+# kernel's watch on its parent process keep working).
+_LIMIT = ("import os, resource, sys; n = int(sys.argv[1]); "
+          "resource.setrlimit(resource.RLIMIT_DATA, (n, n)); os.execv(sys.argv[2], sys.argv[2:])")
+
+
+def lesson_imports(nb) -> list[str]:
+    """The modules a notebook imports at top level, in order (``from a.b import c`` gives ``a.b``)."""
+    mods: list[str] = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            else:
+                continue
+            mods += [n for n in names if n not in mods]
+    return mods
+
+
+def _warm_code(modules) -> str:
+    # Runs in the kernel before it answers anyone; leaves no names behind in the
+    # student's namespace and never fails (a module that will not import is the
+    # student notebook's business, reported when it imports it itself).
+    return (
+        "def __autograder_warm():\n"
+        "    import importlib\n"
+        f"    for m in {list(modules)!r}:\n"
+        "        try:\n"
+        "            importlib.import_module(m)\n"
+        "        except BaseException:\n"
+        "            pass\n"
+        "__autograder_warm()\n"
+        "del __autograder_warm\n"
+    )
+
+
+def wait(value):
+    """The result of a kernel-manager call, awaited when it is a coroutine (called outside any event loop)."""
+    if inspect.isawaitable(value):
+        async def _await():
+            return await value
+
+        return run_sync(_await)()
+    return value
+
+
+class LimitedKernelManager(AsyncKernelManager):
+    """A kernel manager whose kernel runs under ``RLIMIT_DATA`` (bytes; 0 for none).
+
+    Asynchronous, as nbclient expects: with a blocking client, nbclient's wait for output
+    blocks its event loop, and a kernel that dies silently is never noticed.
+    """
+
+    memory_bytes = 0
+
+    def format_kernel_cmd(self, extra_arguments=None):
+        cmd = super().format_kernel_cmd(extra_arguments)
+        if self.memory_bytes and sys.platform.startswith("linux"):
+            cmd = [sys.executable, "-c", _LIMIT, str(int(self.memory_bytes))] + cmd
+        return cmd
+
+
+class WarmPool:
+    """Hands out started, warmed kernels, one per submission, and starts the next at once.
+
+    ``env`` is the kernel's whole environment. ``warm=False`` starts kernels only when
+    asked for (the plain behaviour, used to measure what warming buys).
+    """
+
+    def __init__(self, kernel_name: str, env: dict, memory_mb: int = 0, warm: bool = True):
+        self.kernel_name, self.env, self.memory_mb, self.warm = kernel_name, dict(env), memory_mb, warm
+        self.home = Path(tempfile.mkdtemp(prefix="autograder-kernels-"))
+        self._next: AsyncKernelManager | None = None
+        self._next_modules: tuple = ()
+        atexit.register(self.close)
+
+    def _start(self, modules) -> AsyncKernelManager:
+        km = LimitedKernelManager(kernel_name=self.kernel_name)
+        km.memory_bytes = int(self.memory_mb) * 2**20
+        args = ["--HistoryManager.hist_file=:memory:"]  # kernels at once must not share a history database
+        if modules:
+            script = self.home / f"warm-{len(list(self.home.iterdir()))}.py"
+            script.write_text(_warm_code(modules))
+            args.append(f"--IPKernelApp.exec_files={script}")
+        # The kernel starts in an empty folder of its own; execute() moves it to the submission's copy.
+        cwd = tempfile.mkdtemp(dir=self.home)
+        wait(km.start_kernel(extra_arguments=args, env=self.env, cwd=cwd))
+        return km
+
+    def take(self, modules=(), spare: bool = True) -> AsyncKernelManager:
+        """A started kernel (warmed with ``modules`` when possible). Call :meth:`start_spare`
+        once it is ready, so that the next one warms up while this one works (unless ``spare``
+        is false: no submission follows)."""
+        modules = tuple(dict.fromkeys(HEAVY + tuple(modules))) if self.warm else ()
+        km = self._next
+        self._next = None
+        if km is None or not wait(km.is_alive()):
+            if km is not None:
+                self._shutdown(km)
+            km = self._start(modules)
+        self._wanted = modules if (self.warm and spare) else None
+        return km
+
+    def start_spare(self) -> None:
+        """Start warming the next kernel. Called once the current kernel is ready, so that two
+        kernels never import torch at the same time in one worker (on few cores that only
+        slows the one a student is waiting for)."""
+        wanted, self._wanted = getattr(self, "_wanted", None), None
+        if wanted is not None and self._next is None:
+            self._next = self._start(wanted)
+
+    @staticmethod
+    def _shutdown(km: AsyncKernelManager) -> None:
+        try:
+            if km.has_kernel:
+                wait(km.shutdown_kernel(now=True))
+        except Exception:  # already gone
+            pass
+        try:
+            wait(km.cleanup_resources())
+        except Exception:
+            pass
+
+    def release(self, km: AsyncKernelManager) -> None:
+        """Shut a used kernel down; it never serves another submission."""
+        self._shutdown(km)
+
+    def close(self) -> None:
+        if self._next is not None:
+            self._shutdown(self._next)
+            self._next = None
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+_POOLS: dict = {}
+
+
+def pool(kernel_name: str, env: dict, memory_mb: int, warm: bool = True) -> WarmPool:
+    """This process's pool for these settings (one per grading worker)."""
+    key = (kernel_name, tuple(sorted(env.items())), memory_mb, warm)
+    if key not in _POOLS:
+        for other in _POOLS.values():  # settings changed: the old pool's spare kernel is of no use
+            other.close()
+        _POOLS.clear()
+        _POOLS[key] = WarmPool(kernel_name, env, memory_mb, warm)
+    return _POOLS[key]
+
+
+def gpu_ids() -> list[str]:
+    """The GPUs this grader may use (``CUDA_VISIBLE_DEVICES``, else ``nvidia-smi -L``), without importing torch."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return []
+    import subprocess
+
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20).stdout
+    except Exception:
+        return []
+    return [str(i) for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU "))]
+
+
+def _size(content: dict) -> int:
+    """Rough bytes of one output message: its text, data or traceback."""
+    if "text" in content:
+        return len(content["text"])
+    if "data" in content:
+        return sum(len(v) if isinstance(v, str) else len(json.dumps(v)) for v in content["data"].values())
+    if "traceback" in content:
+        return sum(len(line) for line in content["traceback"])
+    return 0
+
+
+class CappedClient(NotebookClient):
+    """A notebook client that keeps at most ``output_limit`` bytes of output per cell.
+
+    What comes after the limit is dropped as it arrives, so a cell printing megabytes or
+    drawing a giant image costs the grader no memory; a note says where the cut is.
+    """
+
+    output_limit = Integer(2_000_000).tag(config=True)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._used: dict[int, int] = {}
+
+    def output(self, outs, msg, display_id, cell_index):
+        if self.output_hook_stack[msg["parent_header"].get("msg_id")]:
+            return super().output(outs, msg, display_id, cell_index)
+        used = self._used.get(cell_index, 0)
+        size = _size(msg.get("content", {}))
+        if self.output_limit and used + size > self.output_limit:
+            if used <= self.output_limit:  # first overflow: keep what fits of a text, leave a note, once
+                content = msg.get("content", {})
+                if msg.get("msg_type") == "stream" and used < self.output_limit:
+                    part = {**content, "text": content.get("text", "")[: self.output_limit - used]}
+                    super().output(outs, {**msg, "content": part}, display_id, cell_index)
+                outs.append(new_output("stream", name="stderr", text=(
+                    f"\n[autograder] output cut: this cell printed more than {self.output_limit / 1e6:g} MB; "
+                    "the rest was dropped. Print less (a summary, a few lines, a smaller figure).\n")))
+                self._used[cell_index] = self.output_limit + 1
+            return None
+        self._used[cell_index] = used + size
+        return super().output(outs, msg, display_id, cell_index)
+
+    def run_quietly(self, code: str) -> None:
+        """Run code that leaves no trace in the notebook or its execution counts."""
+        msg_id = self.kc.execute(code, silent=True, store_history=False)
+        self._reply(msg_id, self.startup_timeout)
+
+    def responds(self, within: float) -> bool:
+        """Whether the kernel answers a trivial request within ``within`` seconds (after an interrupt)."""
+        try:
+            msg_id = self.kc.execute("", silent=True, store_history=False)
+        except Exception:
+            return False
+        return self._reply(msg_id, within)
+
+    def _reply(self, msg_id: str, within: float) -> bool:
+        deadline = time.monotonic() + within
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = wait(self.kc.get_shell_msg(timeout=left))
+            except queue.Empty:
+                return False
+            if msg.get("parent_header", {}).get("msg_id") == msg_id:
+                return True
+        return False
+
+
+def close_all() -> None:
+    """Shut down this process's spare kernels (the grader is done)."""
+    for p in _POOLS.values():
+        p.close()
+    _POOLS.clear()

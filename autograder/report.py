@@ -1,0 +1,130 @@
+"""What the instructor reads after grading: ``totals.csv`` and a class report (HTML).
+
+The report shows, per lesson and exercise, the score distribution as a plot and the
+most common diagnoses, then every submission that timed out, crashed, ran out of memory,
+could not be read, was missing, or was flagged. Plots are embedded (base64 PNG), so the
+page is one file that can be mailed or archived.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import os
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+
+TOTAL_FIELDS = ["student_id", "lesson", "score", "max_score", "status"]
+OK = "ok"
+
+
+def totals(entries: list[dict]) -> list[dict]:
+    """One row per student and lesson: points, possible points (as nbgrader's export) and status."""
+    out = []
+    for e in entries:
+        out.append({"student_id": e["student_id"], "lesson": e["lesson"],
+                    "score": round(sum(float(r["score"]) for r in e["rows"]), 6),
+                    "max_score": round(sum(float(r["max_score"]) for r in e["rows"]), 6),
+                    "status": e.get("status", OK)})
+    return sorted(out, key=lambda t: (t["student_id"], t["lesson"]))
+
+
+def write_totals(entries: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=TOTAL_FIELDS)
+        w.writeheader()
+        for row in totals(entries):
+            w.writerow({**row, "score": f"{row['score']:g}", "max_score": f"{row['max_score']:g}"})
+    os.replace(tmp, path)
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    return f"<img alt='plot' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
+
+
+def _histogram(values: list[float], possible: float, title: str) -> str:
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    fig = Figure(figsize=(3.2, 2.0))
+    ax = fig.subplots()
+    counts = Counter(values)
+    xs = sorted(set(counts) | {0.0, possible})
+    ax.bar([f"{x:g}" for x in xs], [counts.get(x, 0) for x in xs], color="#4c72b0")
+    ax.set_xlabel("points")
+    ax.set_ylabel("students")
+    ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def _first_line(message: str, width: int = 160) -> str:
+    line = (message or "").strip().splitlines()[0] if (message or "").strip() else "(no message)"
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def diagnosis(message: str) -> str:
+    """The part of a row's message that names the mistake, so that students who made the same
+    mistake on different random cases are counted together."""
+    lines = [line.strip() for line in (message or "").splitlines() if line.strip()]
+    for line in lines:
+        if line.lower().startswith("likely mistake"):
+            return _first_line(line, 200)
+    first = re.sub(r"case \d+ of \d+ \([^)]*\)", "a case", lines[0]) if lines else ""
+    first = re.sub(r"\d+\.\d+", "…", first)
+    return _first_line(first, 200)
+
+
+def render(entries: list[dict]) -> str:
+    by_lesson: dict[str, list[dict]] = defaultdict(list)
+    for e in entries:
+        by_lesson[e["lesson"]].append(e)
+    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>Class report</title>",
+             "<style>body{font-family:sans-serif;max-width:70em;margin:auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}"
+             ".ex{display:inline-block;margin:0 1em 1em 0;vertical-align:top;max-width:33em}</style></head><body>",
+             f"<h1>Class report</h1><p>{len({e['student_id'] for e in entries})} students, "
+             f"{len(entries)} submissions.</p>"]
+    for lesson in sorted(by_lesson):
+        subs = by_lesson[lesson]
+        tot = totals(subs)
+        possible = max((t["max_score"] for t in tot), default=0)
+        statuses = Counter(t["status"] for t in tot)
+        parts.append(f"<h2>{html.escape(lesson)}</h2><p>{len(subs)} submissions; mean "
+                     f"{sum(t['score'] for t in tot) / max(1, len(tot)):.2f} / {possible:g}; "
+                     + ", ".join(f"{html.escape(s)}: {n}" for s, n in sorted(statuses.items())) + "</p>")
+        parts.append(_histogram([t["score"] for t in tot], possible, "total per student"))
+        rows_by_ex: dict[str, list[dict]] = defaultdict(list)
+        for e in subs:
+            for r in e["rows"]:
+                rows_by_ex[r["exercise"]].append(r)
+        for ex, rows in rows_by_ex.items():
+            pts = max(float(r["max_score"]) for r in rows)
+            passed = sum(1 for r in rows if r["status"] == "passed")
+            common = Counter(f"{r['status']}: {diagnosis(r.get('message', ''))}" for r in rows if r["status"] != "passed")
+            diag = "".join(f"<tr><td>{n}</td><td>{html.escape(m)}</td></tr>" for m, n in common.most_common(5))
+            parts.append(f"<div class='ex'><h3><code>{html.escape(ex)}</code> ({passed}/{len(rows)} passed)</h3>"
+                         + _histogram([float(r["score"]) for r in rows], pts, ex)
+                         + (f"<table><tr><th>students</th><th>most common diagnoses</th></tr>{diag}</table>" if diag else "")
+                         + "</div>")
+        trouble = [e for e in subs if e.get("status", OK) != OK]
+        if trouble:
+            parts.append("<h3>Submissions that timed out, crashed, were missing, unreadable or flagged</h3>"
+                         "<table><tr><th>student</th><th>status</th><th>what happened</th></tr>")
+            for e in sorted(trouble, key=lambda e: (e["status"], e["student_id"])):
+                parts.append(f"<tr><td>{html.escape(e['student_id'])}</td><td>{html.escape(e['status'])}</td>"
+                             f"<td>{html.escape(_first_line(e.get('detail', ''), 300))}</td></tr>")
+            parts.append("</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(entries: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(render(entries), encoding="utf-8")
+    os.replace(tmp, path)
