@@ -8,7 +8,7 @@ KERNEL := vision-workbook
 # The stamp records the inputs of the install, so a second `make lab` installs nothing.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: lab test install data kernel release check-release nbval clean bench
+.PHONY: lab test install data kernel release check-release nbval clean bench bench-grading browser-deps browser-test screenshots
 
 $(STAMP):
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed: install it (e.g. apt-get install python3.11) or run make PYTHON=/path/to/python3.11"; exit 1; }
@@ -36,10 +36,26 @@ lab: install data kernel
 release: install
 	$(PY) -m autograder release
 
-test: install kernel
+test: install kernel browser-deps
 	COURSE_PROFILE=ci $(PY) -m course_lib.data --profile ci
-	COURSE_PROFILE=ci $(PY) -m pytest tests -n 2 -q
+	COURSE_PROFILE=ci $(PY) -m pytest tests -n 2 -q --ignore=tests/browser
 	$(MAKE) nbval
+	$(MAKE) browser-test
+
+# The browser tests drive Debian's Chromium; CI runs as root, elsewhere apt-get needs sudo.
+CHROMIUM ?= /usr/bin/chromium
+browser-deps:
+	@test -x $(CHROMIUM) || { apt-get update -qq && apt-get install -y -qq chromium; } || \
+		{ echo "Chromium is needed for the browser tests: apt-get install -y chromium (as root)"; exit 1; }
+
+# Every lesson in JupyterLab, driven like a student. On failure, see build/browser/failures/ and jupyterlab.log.
+browser-test: install kernel browser-deps
+	COURSE_PROFILE=ci OMP_NUM_THREADS=1 CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -p no:cacheprovider --durations=10 tests/browser
+
+# Regenerate the README's screenshots (docs/img/) from a run of the browser tests.
+screenshots: install kernel browser-deps
+	COURSE_PROFILE=ci OMP_NUM_THREADS=1 CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -p no:cacheprovider tests/browser \
+		--readme-images -k "not student"
 
 nbval: install kernel
 	COURSE_PROFILE=ci $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-kernel-name $(KERNEL) \
@@ -47,6 +63,10 @@ nbval: install kernel
 
 bench: install
 	$(PY) benchmarks/fill_level.py
+
+# Grading throughput: plain nbgrader against the autograder's warm workers (SMALL=1: 8 notebooks).
+bench-grading: install kernel
+	OMP_NUM_THREADS=1 $(PY) benchmarks/grading.py $(if $(SMALL),--small,)
 
 clean:
 	rm -rf $(VENV) data build *.egg-info

@@ -1,0 +1,132 @@
+"""How long grading a class takes: plain `nbgrader autograde` against `python -m autograder grade`.
+
+    python benchmarks/grading.py                 # 40 submissions of 03_multilabel, ci profile
+    python benchmarks/grading.py --small         # 8 submissions: a quick look
+    python benchmarks/grading.py --lesson 06_fill_level --n 60 --variants warm1,warm2,cold2
+
+The class mixes correct notebooks, partly wrong ones (one answer put back to the stub),
+untouched ones and broken files (cut off mid-upload). Prints each wall time, the ratio,
+and the overhead per notebook beyond executing the student's own cells, where "the
+student's own work" is the time the autograder measured inside the kernel, from the
+first cell to the last (kernel start and imports excluded).
+
+On a machine with few cores, a warm pool hides the kernels' import time behind the
+previous submission; it does not remove that CPU time. Figures on a shared machine vary
+with what else runs: the script prints the load average next to them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import nbformat  # noqa: E402
+
+from autograder import notebooks  # noqa: E402
+
+
+def make_class(root: Path, lesson: str, n: int) -> dict[str, str]:
+    """``n`` submissions under ``root/<student>/<lesson>/``; returns each student's kind."""
+    source = notebooks.read(notebooks.source_path(lesson))
+    release = notebooks.read(notebooks.release_path(lesson))
+    stubs = {notebooks.grade_id(c): c.source for c in release.cells if notebooks.is_solution(c)}
+    answers = [gid for gid in stubs if any(notebooks.grade_id(c) == gid for c in source.cells)]
+    kinds = {}
+    for i in range(n):
+        student = f"s{i:03d}"
+        kind = ("correct", "partly_wrong", "untouched", "correct", "partly_wrong", "broken")[i % 6]
+        path = root / student / lesson / f"{lesson}.ipynb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "broken":
+            path.write_text(json.dumps(source)[: 4000])  # cut off mid-upload
+        elif kind == "untouched":
+            nbformat.write(release, path)
+        else:
+            nb = nbformat.from_dict(json.loads(json.dumps(source)))
+            if kind == "partly_wrong":  # one answer (a different one each time) back to the stub
+                gid = answers[i % len(answers)]
+                for c in nb.cells:
+                    if notebooks.grade_id(c) == gid:
+                        c.source = stubs[gid]
+            nbformat.write(nb, path)
+        kinds[student] = kind
+    return kinds
+
+
+def run_autograder(subs: Path, out: Path, workers: int, warm: bool, env: dict) -> float:
+    cmd = [sys.executable, "-m", "autograder", "grade", str(subs), "--out", str(out), "--fresh",
+           "--workers", str(workers)] + ([] if warm else ["--cold"])
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"autograder failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return wall
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lesson", default="03_multilabel", help="lesson to grade (default: 03_multilabel, the cheapest)")
+    p.add_argument("--n", type=int, default=40, help="submissions in the class (default 40)")
+    p.add_argument("--small", action="store_true", help="8 submissions")
+    p.add_argument("--variants", default="warm2",
+                   help="autograder runs, comma-separated: warmN / coldN (N workers); default warm2")
+    p.add_argument("--no-nbgrader", action="store_true", help="skip plain nbgrader")
+    p.add_argument("--profile", default="ci")
+    p.add_argument("--keep", help="folder to keep the class and outputs in (default: a temporary one)")
+    args = p.parse_args(argv)
+    n = 8 if args.small else args.n
+    env = {**os.environ, "COURSE_PROFILE": args.profile, "OMP_NUM_THREADS": "1"}
+    base = Path(args.keep or tempfile.mkdtemp(prefix="bench-grading-"))
+    subs = base / "class"
+    kinds = make_class(subs, args.lesson, n)
+    print(f"class: {n} submissions of {args.lesson} ({', '.join(f'{k}: {list(kinds.values()).count(k)}' for k in sorted(set(kinds.values())))}), "
+          f"profile {args.profile}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+
+    results, journal = {}, None
+    for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
+        warm, workers = variant.startswith("warm"), int(variant.lstrip("warmcold") or 1)
+        out = base / f"out-{variant}"
+        wall = run_autograder(subs, out, workers, warm, env)
+        entries = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines() if line.strip()]
+        work = sum(e.get("seconds", 0.0) for e in entries)
+        wait = sum(e.get("wait", 0.0) for e in entries)
+        results[variant] = (wall, workers, work, wait)
+        journal = journal or out
+        print(f"autograder {variant}: {wall:.1f} s wall, {wall / n:.2f} s per notebook; student cells "
+              f"{work / n:.2f} s per notebook; overhead beyond them {(wall * workers - work) / n:.2f} worker-s per notebook "
+              f"(waiting for a ready kernel {wait / n:.2f} s); load average {os.getloadavg()[0]:.1f}")
+
+    if not args.no_nbgrader:
+        from autograder.nbgrader_compare import autograde
+
+        students = {s: subs / s / args.lesson / f"{args.lesson}.ipynb" for s in kinds}
+        totals, wall = autograde(base / "nbgrader-course", args.lesson, students, env=env)
+        print(f"nbgrader autograde (serial): {wall:.1f} s wall, {wall / n:.2f} s per notebook; load average {os.getloadavg()[0]:.1f}")
+        if results:
+            first = next(iter(results))
+            fwall, fworkers, work, _ = results[first]
+            print(f"  overhead beyond the student cells: {(wall - work) / n:.2f} s per notebook "
+                  f"(student cells timed by the autograder run '{first}')")
+            for variant, (vwall, _, _, _) in results.items():
+                print(f"  ratio nbgrader / autograder {variant}: {wall / vwall:.2f}")
+            import csv
+
+            ours = {r["student_id"]: float(r["score"]) for r in csv.DictReader(open(journal / "totals.csv"))}
+            same = sum(1 for s in ours if s in totals and abs(ours[s] - totals[s]) < 1e-9)
+            print(f"  totals equal to nbgrader export for {same} of {len(ours)} students"
+                  + ("" if same == len(ours) else f"; differ: {sorted(s for s in ours if abs(ours[s] - totals.get(s, -1)) > 1e-9)}"))
+    print(f"files in {base}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,240 @@
+"""Grading a class that misbehaves: hangs, crashes, floods, a killed grader; what the instructor gets.
+
+One small class of lesson 03 (the cheapest to run) is graded once, with two workers;
+the tests read what it left behind.
+"""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder import grade, notebooks
+from autograder.journal import JOURNAL
+
+LESSON = "03_multilabel"
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 90  # per cell, for the hanging submission; the lesson's slowest cell needs a few seconds (idle)
+SEED_BCE = ("def binary_cross_entropy(inputs, targets):\n"
+            "    inputs = inputs.sigmoid()\n"
+            "    return -torch.where(targets==1, 1-inputs, inputs).log().mean()\n")  # branches swapped
+
+
+def _solution():
+    return notebooks.read(notebooks.source_path(LESSON))
+
+
+def _possible():
+    return sum(e.points for e in notebooks.exercises(_solution()))
+
+
+def _prefix(nb, gid, code):
+    """Put ``code`` at the top of the student's answer cell ``gid``."""
+    for cell in nb.cells:
+        if notebooks.grade_id(cell) == gid:
+            cell.source = code + "\n" + cell.source
+    return nb
+
+
+def _write(nb, root, student):
+    path = root / student / LESSON / f"{LESSON}.ipynb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def _grade(subs, out, *extra, timeout=1200):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "autograder", "grade", str(subs), "--out", str(out), *extra],
+                          capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=env)
+
+
+def _journal(out):
+    return [json.loads(line) for line in (out / JOURNAL).read_text().splitlines() if line.strip()]
+
+
+CASES = {
+    "alice": None,  # the solution
+    "hangs": ("best_threshold", "import time\ntime.sleep(10_000)"),
+    "exits": ("accuracy_multi", "import os\nos._exit(3)"),
+    "segfaults": ("best_threshold", "import ctypes\nctypes.string_at(0)"),
+    "hogs": ("binary_cross_entropy", "hog = bytearray(64 * 2**30)  # more than the kernel's memory limit"),
+    "floods": ("one_hot", "print('x' * 30_000_000)\n"
+                          "from IPython.display import Image, display\n"
+                          "display(Image(data=b'\\x89PNG' + bytes(8_000_000)))"),
+}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    subs = tmp_path_factory.mktemp("class")
+    out = tmp_path_factory.mktemp("out")
+    for student, case in CASES.items():
+        nb = _solution()
+        if case:
+            _prefix(nb, *case)
+        _write(nb, subs, student)
+    carol = _solution()
+    for cell in carol.cells:
+        if notebooks.grade_id(cell) == "binary_cross_entropy":
+            cell.source = SEED_BCE
+    _write(carol, subs, "carol")
+    _write(notebooks.read(notebooks.release_path(LESSON)), subs, "bob")
+    t0 = time.perf_counter()
+    proc = _grade(subs, out, "--workers", "2", "--timeout", str(TIMEOUT))
+    seconds = time.perf_counter() - t0
+    by = defaultdict(dict)
+    for r in csv.DictReader(open(out / "grades.csv")):
+        by[r["student_id"]][r["exercise"]] = r
+    totals = {r["student_id"]: r for r in csv.DictReader(open(out / "totals.csv"))}
+    return proc, subs, out, by, totals, seconds
+
+
+def test_the_whole_class_is_graded(graded):
+    proc, _, out, by, totals, _ = graded
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    students = set(CASES) | {"bob", "carol"}
+    assert set(by) == set(totals) == students
+    exercises = [e.id for e in notebooks.exercises(_solution())]
+    for student in students:
+        assert list(by[student]) == exercises  # one row per exercise, no duplicates, notebook order
+    assert len(_journal(out)) == len(students)
+    assert float(totals["alice"]["score"]) == _possible() and totals["alice"]["status"] == "ok"
+
+
+def test_a_hanging_cell_loses_only_its_exercise(graded):
+    _, _, out, by, totals, _ = graded
+    hung = by["hangs"]
+    assert hung["best_threshold"]["status"] == "timeout" and float(hung["best_threshold"]["score"]) == 0
+    entry = next(e for e in _journal(out) if e["student_id"] == "hangs")
+    assert "ran longer than" in next(r for r in entry["rows"] if r["exercise"] == "best_threshold")["message"]
+    for ex in ("one_hot", "binary_cross_entropy", "accuracy_multi"):
+        assert hung[ex]["status"] == "passed"
+    assert totals["hangs"]["status"] == "timeout"
+
+
+@pytest.mark.parametrize("student, dies_at", [("exits", "accuracy_multi"), ("segfaults", "best_threshold")])
+def test_a_dead_kernel_keeps_what_was_graded_before(graded, student, dies_at):
+    _, _, out, by, totals, _ = graded
+    assert totals[student]["status"] == "kernel_died"
+    order = list(by[student])
+    for ex in order[: order.index(dies_at)]:
+        assert by[student][ex]["status"] == "passed"
+    for ex in order[order.index(dies_at):]:
+        assert by[student][ex]["status"] == "kernel_died" and float(by[student][ex]["score"]) == 0
+    entry = next(e for e in _journal(out) if e["student_id"] == student)
+    assert "died" in entry["detail"]
+    if student == "segfaults":
+        assert "SIGSEGV" in entry["detail"]
+
+
+def test_memory_exhaustion_is_contained_and_reported(graded):
+    _, _, out, by, totals, _ = graded
+    assert totals["hogs"]["status"] == "out_of_memory"
+    assert by["hogs"]["binary_cross_entropy"]["status"] != "passed"
+    assert by["hogs"]["one_hot"]["status"] == "passed" and by["hogs"]["best_threshold"]["status"] == "passed"
+    assert "out of memory" in (out / "report.html").read_text()
+
+
+def test_huge_output_is_capped_and_graded(graded):
+    _, _, out, by, totals, _ = graded
+    assert float(totals["floods"]["score"]) == _possible()
+    page = out / "feedback" / "floods" / f"{LESSON}.html"
+    assert page.stat().st_size < 12_000_000  # 38 MB printed and displayed; 2 MB kept per cell (escaped in HTML)
+    assert "[autograder] output cut" in page.read_text()
+
+
+def test_feedback_never_shows_hidden_tests(graded):
+    _, _, out, _, _, _ = graded
+    hidden = [c.source for c in _solution().cells if notebooks.is_test(c)]
+    assert any("hidden=True" in s for s in hidden)
+    for student in ("alice", "bob", "carol"):
+        page = (out / "feedback" / student / f"{LESSON}.html").read_text()
+        assert "hidden=True" not in page
+        for src in hidden:
+            for line in src.splitlines():
+                if line.strip() and not line.startswith("#") and len(line.strip()) > 12:
+                    assert line not in page, line
+    carol = (out / "feedback" / "carol" / f"{LESSON}.html").read_text()
+    assert "torch.where branches swapped" in carol  # the diagnosis still reaches the student
+
+
+def test_class_report_shows_distributions_diagnoses_and_problems(graded):
+    _, _, out, _, _, _ = graded
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64") >= 1 + len(notebooks.exercises(_solution()))
+    assert "torch.where branches swapped" in page  # carol's diagnosis, among the most common
+    for student, status in (("hangs", "timeout"), ("exits", "kernel_died"), ("segfaults", "kernel_died"),
+                            ("hogs", "out_of_memory")):
+        assert f"<td>{student}</td><td>{status}</td>" in page
+
+
+def test_totals_match_nbgrader_export(graded, tmp_path):
+    """Plain `nbgrader autograde` + `nbgrader export` on the same notebooks gives the same totals."""
+    from autograder.nbgrader_compare import autograde
+
+    _, subs, _, _, totals, _ = graded
+    students = ("alice", "carol", "bob")
+    theirs, _ = autograde(tmp_path / "course", LESSON, {s: subs / s / LESSON / f"{LESSON}.ipynb" for s in students},
+                          env={"OMP_NUM_THREADS": "1", "COURSE_PROFILE": "ci"})
+    assert theirs == {s: float(totals[s]["score"]) for s in students}
+
+
+def test_a_second_run_regrades_only_what_changed(graded):
+    _, subs, out, _, _, _ = graded
+    before = _journal(out)
+    nb = _solution()
+    for cell in nb.cells:
+        if notebooks.grade_id(cell) == "binary_cross_entropy":
+            cell.source = SEED_BCE
+    _write(nb, subs, "alice")  # alice resubmits with a mistake
+    proc = _grade(subs, out, "--workers", "2", "--timeout", str(TIMEOUT))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = _journal(out)
+    assert after[: len(before)] == before and [e["student_id"] for e in after[len(before):]] == ["alice"]
+    totals = {r["student_id"]: r for r in csv.DictReader(open(out / "totals.csv"))}
+    assert float(totals["alice"]["score"]) == _possible() - 2 and len(totals) == len(CASES) + 2
+    rows = list(csv.DictReader(open(out / "grades.csv")))
+    assert len(rows) == len(totals) * len(notebooks.exercises(_solution()))
+
+
+def test_a_killed_grader_resumes_without_regrading(tmp_path):
+    subs, out = tmp_path / "class", tmp_path / "out"
+    for student in ("amy", "ben"):
+        _write(_solution() if student != "ben" else notebooks.read(notebooks.release_path(LESSON)), subs, student)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "autograder", "grade", str(subs), "--out", str(out)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and not ((out / JOURNAL).exists() and (out / JOURNAL).read_text().strip()):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)  # half-way: one submission journaled, the next one running
+    proc.wait()
+    first = _journal(out)
+    assert len(first) == 1
+    result = _grade(subs, out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    entries = _journal(out)
+    assert entries[: len(first)] == first  # nothing graded before the kill was graded again
+    assert sorted(e["student_id"] for e in entries) == ["amy", "ben"]
+    assert f"{len(first)} unchanged since the last run" in result.stdout
+    totals = {r["student_id"]: r["score"] for r in csv.DictReader(open(out / "totals.csv"))}
+    assert {s: float(v) for s, v in totals.items()} == {"amy": _possible(), "ben": 0}
+
+
+def test_cell_time_limits_per_lesson(monkeypatch):
+    nb = _solution()
+    opts = grade.Options(profile="ci")
+    assert grade.cell_timeout(LESSON, opts, nb) == grade.CELL_TIMEOUTS["default"]["ci"]
+    monkeypatch.setitem(grade.CELL_TIMEOUTS, LESSON, {"ci": 77})
+    assert grade.cell_timeout(LESSON, opts, nb) == 77
+    nb.metadata["autograder"] = {"cell_timeout": {"ci": 33}}
+    assert grade.cell_timeout(LESSON, opts, nb) == 33
+    assert grade.cell_timeout(LESSON, grade.Options(profile="ci", cell_timeout=5), nb) == 5
