@@ -38,7 +38,7 @@ release: install
 
 test: install kernel browser-deps
 	COURSE_PROFILE=ci $(PY) -m course_lib.data --profile ci
-	COURSE_PROFILE=ci $(PY) -m pytest tests -n 2 -q --ignore=tests/browser
+	COURSE_PROFILE=ci $(PY) -m pytest tests -n 2 --dist loadfile -q --ignore=tests/browser
 	$(MAKE) nbval
 	$(MAKE) browser-test
 

@@ -40,7 +40,8 @@ def _grade(args) -> int:
     out = Path(args.out)
     t0 = time.perf_counter()
     opts = Options(profile=args.profile, cell_timeout=args.timeout, memory_mb=args.memory,
-                   output_limit=int(args.output_limit * 1e6), warm=not args.cold)
+                   output_limit=int(args.output_limit * 1e6),
+                   kernels="cold" if args.cold else args.kernels)
     stats: dict = {}
     rows = grade_all(root, out, workers=args.workers, lessons=args.lesson, opts=opts, fresh=args.fresh, stats=stats)
     per = defaultdict(lambda: [0.0, 0.0])
@@ -62,6 +63,8 @@ def _grade(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from autograder import kernels
+
     p = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("release", help="regenerate lessons/ (student versions) from solutions/")
@@ -78,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="per-cell time limit in seconds (default: the lesson's own, see autograder/grade.py CELL_TIMEOUTS)")
     g.add_argument("--memory", type=int, default=6000, help="memory limit per kernel in MB (0: none; default 6000)")
     g.add_argument("--output-limit", type=float, default=2.0, help="MB of output kept per cell (default 2)")
-    g.add_argument("--cold", action="store_true", help="start each kernel only when needed (no warm pool)")
+    g.add_argument("--kernels", choices=kernels.MODES, default=kernels.default_mode(),
+                   help="fork: each kernel forked from one that imported the lesson's libraries (default on Linux); "
+                        "warm: ordinary kernels started ahead, importing while the previous submission runs; "
+                        "cold: ordinary kernels started when needed")
+    g.add_argument("--cold", action="store_true", help="the same as --kernels cold")
     g.add_argument("--fresh", action="store_true", help="forget OUT/journal.jsonl and regrade everything")
     g.set_defaults(func=_grade)
     args = p.parse_args(argv)

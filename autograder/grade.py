@@ -53,7 +53,9 @@ class Options:
     extra_env: dict = field(default_factory=dict)
     memory_mb: int = 6000  # per kernel (RLIMIT_DATA); 0: no limit
     output_limit: int = 2_000_000  # bytes of output kept per cell; the rest is dropped with a note
-    warm: bool = True  # start each worker's next kernel, imports done, while the current one runs
+    # How kernels start (kernels.MODES): "fork" from a server that did the imports once,
+    # "warm" as processes that import while the previous submission runs, or "cold".
+    kernels: str = field(default_factory=lambda: __import__("autograder.kernels").kernels.default_mode())
     last: bool = False  # no submission follows in this worker: start no spare kernel
 
 
@@ -140,7 +142,10 @@ class Execution:
 
 def kernel_env(opts: Options) -> dict:
     """The whole environment of a grading kernel."""
-    return {**os.environ, "COURSE_PROFILE": opts.profile, "COURSE_GRADING": "1",
+    # pytest renames PYTEST_CURRENT_TEST for every test; a kernel environment that changes
+    # makes a new pool (and fork server) each time, so leave it out.
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    return {**env, "COURSE_PROFILE": opts.profile, "COURSE_GRADING": "1",
             **_thread_env(opts.threads), **opts.extra_env}
 
 
@@ -171,7 +176,7 @@ def execute(nb: nbformat.NotebookNode, workdir: Path, opts: Options, warm_module
     from autograder import kernels
 
     limit = opts.cell_timeout or 300
-    pool = kernels.pool(kernel_name(opts.kernel_name), kernel_env(opts), opts.memory_mb, opts.warm)
+    pool = kernels.pool(kernel_name(opts.kernel_name), kernel_env(opts), opts.memory_mb, opts.kernels)
     result, t0 = Execution(), time.perf_counter()
     km = pool.take(warm_modules, spare=not opts.last)
     client = kernels.CappedClient(nb, km=km, timeout=limit, allow_errors=True, interrupt_on_timeout=False,

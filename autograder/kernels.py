@@ -1,12 +1,19 @@
 """Kernels for grading: one fresh kernel per submission, started early and already warm.
 
 A fresh kernel spends seconds importing torch, torchvision and fastai before a student's
-first line runs. A :class:`WarmPool` starts the *next* kernel, with the lesson's imports
-already done, while the current submission runs, so a submission finds its kernel ready.
-Each kernel still serves exactly one submission and is then shut down: nothing a student
-does (monkey-patching a library, filling memory, a background thread) reaches anyone else.
-On a machine with few cores the import time is hidden behind the previous submission,
-not removed: it still costs CPU.
+first line runs. Three ways to start kernels (``mode``):
+
+- ``fork`` (the default on Linux): a :mod:`~autograder.forkserver` per grading worker
+  imports the lesson's modules once, and each kernel is a fork of it, ready in a fraction
+  of a second with the imports done and no CPU spent on them again;
+- ``warm``: each kernel is an ordinary process that imports the modules itself, started
+  while the previous submission runs; on few cores this hides the import time, it does
+  not remove it;
+- ``cold``: an ordinary kernel started only when needed (to measure what the others buy).
+
+In every mode a kernel serves exactly one submission and is then shut down: nothing a
+student does (monkey-patching a library, filling memory, a background thread) reaches
+anyone else.
 
 Every kernel runs under a memory limit (``RLIMIT_DATA``: what it allocates, not the
 libraries it maps, so CUDA's address-space reservations still work); a student who
@@ -99,32 +106,74 @@ class LimitedKernelManager(AsyncKernelManager):
     """
 
     memory_bytes = 0
+    fork_socket: str | None = None  # set: the kernel is forked by this fork server
 
     def format_kernel_cmd(self, extra_arguments=None):
         cmd = super().format_kernel_cmd(extra_arguments)
+        if self.fork_socket:
+            from autograder.forkserver import stub_command
+
+            return stub_command(self.fork_socket, self.memory_bytes, cmd)
         if self.memory_bytes and sys.platform.startswith("linux"):
             cmd = [sys.executable, "-c", _LIMIT, str(int(self.memory_bytes))] + cmd
         return cmd
 
 
+MODES = ("fork", "warm", "cold")
+
+
+def default_mode() -> str:
+    return "fork" if sys.platform.startswith("linux") else "warm"
+
+
 class WarmPool:
     """Hands out started, warmed kernels, one per submission, and starts the next at once.
 
-    ``env`` is the kernel's whole environment. ``warm=False`` starts kernels only when
-    asked for (the plain behaviour, used to measure what warming buys).
+    ``env`` is the kernel's whole environment; ``mode`` is one of :data:`MODES`. If the
+    fork server cannot start (or refuses, see :mod:`autograder.forkserver`), the pool says
+    so once on stderr and goes on in ``warm`` mode.
     """
 
-    def __init__(self, kernel_name: str, env: dict, memory_mb: int = 0, warm: bool = True):
-        self.kernel_name, self.env, self.memory_mb, self.warm = kernel_name, dict(env), memory_mb, warm
+    def __init__(self, kernel_name: str, env: dict, memory_mb: int = 0, mode: str = "fork"):
+        if mode not in MODES:
+            raise ValueError(f"kernel mode {mode!r}: choose one of {', '.join(MODES)}")
+        self.kernel_name, self.env, self.memory_mb, self.mode = kernel_name, dict(env), memory_mb, mode
+        self.warm = mode != "cold"
         self.home = Path(tempfile.mkdtemp(prefix="autograder-kernels-"))
         self._next: AsyncKernelManager | None = None
         self._next_modules: tuple = ()
+        self._server = None
         atexit.register(self.close)
+
+    def _fork_server(self, modules):
+        """This pool's fork server, importing ``modules`` too; None when forking is off or failed."""
+        from autograder.forkserver import ForkServer
+
+        if self.mode != "fork":
+            return None
+        try:
+            if self._server is None or not self._server.alive():
+                if self._server is not None:
+                    self._server.close()
+                self._server = ForkServer(self.home, self.env, modules)
+            else:
+                self._server.ensure(modules)
+            return self._server
+        except Exception as e:
+            print(f"[autograder] kernels are started the ordinary way: {e}", file=sys.stderr)
+            self.mode, self._server = "warm", None
+            return None
 
     def _start(self, modules) -> AsyncKernelManager:
         km = LimitedKernelManager(kernel_name=self.kernel_name)
         km.memory_bytes = int(self.memory_mb) * 2**20
-        args = ["--HistoryManager.hist_file=:memory:"]  # kernels at once must not share a history database
+        # Kernels at once must not share a history database; and the kernel's own log (a warning
+        # about unencrypted local TCP for every kernel) is noise in the grader's terminal.
+        args = ["--HistoryManager.hist_file=:memory:", "--IPKernelApp.log_level=ERROR"]
+        server = self._fork_server(modules)
+        if server is not None:
+            km.fork_socket = server.socket_path
+            modules = ()  # already imported by the server
         if modules:
             script = self.home / f"warm-{len(list(self.home.iterdir()))}.py"
             script.write_text(_warm_code(modules))
@@ -176,20 +225,23 @@ class WarmPool:
         if self._next is not None:
             self._shutdown(self._next)
             self._next = None
+        if self._server is not None:
+            self._server.close()
+            self._server = None
         shutil.rmtree(self.home, ignore_errors=True)
 
 
 _POOLS: dict = {}
 
 
-def pool(kernel_name: str, env: dict, memory_mb: int, warm: bool = True) -> WarmPool:
+def pool(kernel_name: str, env: dict, memory_mb: int, mode: str = "fork") -> WarmPool:
     """This process's pool for these settings (one per grading worker)."""
-    key = (kernel_name, tuple(sorted(env.items())), memory_mb, warm)
+    key = (kernel_name, tuple(sorted(env.items())), memory_mb, mode)
     if key not in _POOLS:
         for other in _POOLS.values():  # settings changed: the old pool's spare kernel is of no use
             other.close()
         _POOLS.clear()
-        _POOLS[key] = WarmPool(kernel_name, env, memory_mb, warm)
+        _POOLS[key] = WarmPool(kernel_name, env, memory_mb, mode)
     return _POOLS[key]
 
 

@@ -2,7 +2,7 @@
 
     python benchmarks/grading.py                 # 40 submissions of 03_multilabel, ci profile
     python benchmarks/grading.py --small         # 8 submissions: a quick look
-    python benchmarks/grading.py --lesson 06_fill_level --n 60 --variants warm1,warm2,cold2
+    python benchmarks/grading.py --lesson 06_fill_level --n 60 --variants fork2,warm2,cold2
 
 The class mixes correct notebooks, partly wrong ones (one answer put back to the stub),
 untouched ones and broken files (cut off mid-upload). Prints each wall time, the ratio,
@@ -10,8 +10,10 @@ and the overhead per notebook beyond executing the student's own cells, where "t
 student's own work" is the time the autograder measured inside the kernel, from the
 first cell to the last (kernel start and imports excluded).
 
-On a machine with few cores, a warm pool hides the kernels' import time behind the
-previous submission; it does not remove that CPU time. Figures on a shared machine vary
+Kernel modes (`--kernels` of the grader): `fork` kernels are forked from a server that
+imported the libraries once; `warm` kernels import them themselves while the previous
+submission runs, which on few cores hides that CPU time but does not remove it; `cold`
+kernels start when needed. Figures on a shared machine vary
 with what else runs: the script prints the load average next to them.
 """
 from __future__ import annotations
@@ -61,9 +63,9 @@ def make_class(root: Path, lesson: str, n: int) -> dict[str, str]:
     return kinds
 
 
-def run_autograder(subs: Path, out: Path, workers: int, warm: bool, env: dict) -> float:
+def run_autograder(subs: Path, out: Path, workers: int, mode: str, env: dict) -> float:
     cmd = [sys.executable, "-m", "autograder", "grade", str(subs), "--out", str(out), "--fresh",
-           "--workers", str(workers)] + ([] if warm else ["--cold"])
+           "--workers", str(workers), "--kernels", mode]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -77,8 +79,8 @@ def main(argv=None) -> int:
     p.add_argument("--lesson", default="03_multilabel", help="lesson to grade (default: 03_multilabel, the cheapest)")
     p.add_argument("--n", type=int, default=40, help="submissions in the class (default 40)")
     p.add_argument("--small", action="store_true", help="8 submissions")
-    p.add_argument("--variants", default="warm2",
-                   help="autograder runs, comma-separated: warmN / coldN (N workers); default warm2")
+    p.add_argument("--variants", default="fork2,warm2",
+                   help="autograder runs, comma-separated: forkN / warmN / coldN (N workers); default fork2,warm2")
     p.add_argument("--no-nbgrader", action="store_true", help="skip plain nbgrader")
     p.add_argument("--profile", default="ci")
     p.add_argument("--keep", help="folder to keep the class and outputs in (default: a temporary one)")
@@ -93,9 +95,10 @@ def main(argv=None) -> int:
 
     results, journal = {}, None
     for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
-        warm, workers = variant.startswith("warm"), int(variant.lstrip("warmcold") or 1)
+        mode = variant.rstrip("0123456789")
+        workers = int(variant[len(mode):] or 1)
         out = base / f"out-{variant}"
-        wall = run_autograder(subs, out, workers, warm, env)
+        wall = run_autograder(subs, out, workers, mode, env)
         entries = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines() if line.strip()]
         work = sum(e.get("seconds", 0.0) for e in entries)
         wait = sum(e.get("wait", 0.0) for e in entries)

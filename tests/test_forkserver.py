@@ -1,0 +1,172 @@
+"""Kernels forked from a server that imported the heavy libraries once (autograder/forkserver.py).
+
+Each test runs small notebooks through the grader's own `execute`, the path every
+submission takes, and checks what a forked kernel must still be: a process of its own,
+interruptible, limited, reported faithfully when it dies, and gone when its manager kills it.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder import grade, kernels
+from autograder.forkserver import ForkServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.skipif(not kernels.default_mode() == "fork", reason="forking kernels is Linux only")
+
+
+def _nb(*sources):
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+
+
+def _text(cell):
+    return "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
+
+
+def _error(cell):
+    return next((o.get("ename") for o in cell.outputs if o.get("output_type") == "error"), None)
+
+
+def _gone(pid):
+    try:
+        return open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.fixture
+def opts():
+    return grade.Options(profile="ci", kernels="fork", cell_timeout=60, memory_mb=3000, threads=1)
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    return tmp_path
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _pools_of_this_module():
+    # One fork server for the module's tests (the grader keeps one per worker the same way).
+    yield
+    kernels.close_all()
+
+
+def _pool(opts):
+    return kernels.pool(grade.kernel_name(opts.kernel_name), grade.kernel_env(opts), opts.memory_mb, opts.kernels)
+
+
+def test_a_forked_kernel_starts_with_the_imports_done_in_a_process_of_its_own(opts, workdir):
+    probe = ("import os, sys, resource\n"
+             "print('torch' in sys.modules, 'torchvision' in sys.modules, os.getpid(), os.getppid(), os.getcwd(),\n"
+             "      resource.getrlimit(resource.RLIMIT_DATA)[0], os.environ['COURSE_GRADING'])")
+    nb = _nb(probe, "import matplotlib\nprint(matplotlib.get_backend())")
+    run = grade.execute(nb, workdir, opts, warm_modules=("torch", "torchvision"))
+    assert run.status == "ok", run.detail
+    preloaded, vision, pid, ppid, cwd, limit, grading = _text(nb.cells[0]).split()
+    assert (preloaded, vision) == ("True", "True")  # imported by the server, not by this notebook
+    server = _pool(opts)._server
+    assert server is not None and server.alive()
+    assert int(ppid) == server.proc.pid and int(pid) not in (os.getpid(), server.proc.pid)
+    assert cwd == str(workdir) and int(limit) == 3000 * 2**20 and grading == "1"
+    assert "inline" in _text(nb.cells[1])  # draws like an ordinary kernel
+
+
+def test_submissions_do_not_see_each_other(opts, workdir):
+    cheat = _nb("import torch\ntorch.allclose = lambda *a, **k: True\nimport builtins\nbuiltins.SECRET = 42")
+    grade.execute(cheat, workdir, opts, warm_modules=("torch",))
+    honest = _nb("import torch, builtins\nprint(torch.allclose(torch.zeros(1), torch.ones(1)), hasattr(builtins, 'SECRET'))")
+    run = grade.execute(honest, workdir, opts, warm_modules=("torch",))
+    assert run.status == "ok" and _text(honest.cells[0]).split() == ["False", "False"]
+
+
+def test_a_hanging_cell_is_interrupted_and_the_kernel_goes_on(opts, workdir):
+    nb = _nb("import time\ntime.sleep(600)", "print('after')")
+    run = grade.execute(nb, workdir, grade.Options(**{**opts.__dict__, "cell_timeout": 3}), warm_modules=())
+    assert run.status == "timeout" and run.failed_at == 0
+    assert _text(nb.cells[1]).strip() == "after"
+
+
+@pytest.mark.parametrize("code, words", [("import ctypes\nctypes.string_at(0)", "SIGSEGV"),
+                                         ("import os\nos._exit(3)", "exit code 3")])
+def test_how_a_forked_kernel_died_is_reported(opts, workdir, code, words):
+    nb = _nb("x = 1", code, "print('never')")
+    run = grade.execute(nb, workdir, opts)
+    assert run.status == "kernel_died" and run.failed_at == 1
+    assert words in run.detail
+
+
+def test_memory_is_limited_per_kernel(opts, workdir):
+    nb = _nb("hog = bytearray(8 * 2**30)", "print('still here')")
+    run = grade.execute(nb, workdir, opts)
+    assert _error(nb.cells[0]) == "MemoryError" and run.status == "out_of_memory"
+    assert _text(nb.cells[1]).strip() == "still here"
+
+
+def test_a_killed_stub_takes_its_kernel_with_it(opts, workdir):
+    pool = _pool(opts)
+    first = pool.take((), spare=False)  # make sure the server runs before listing its children
+    server = pool._server.proc.pid
+
+    def children():
+        return {int(p) for p in open(f"/proc/{server}/task/{server}/children").read().split() if not _gone(int(p))}
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not children():  # the first kernel is forked
+        time.sleep(0.05)
+    before = children()
+    assert len(before) == 1
+    km = pool.take((), spare=False)
+    stub = km.provisioner.process
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not children() - before:
+        time.sleep(0.05)
+    (kernel_pid,) = children() - before
+    os.kill(stub.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not _gone(kernel_pid):
+        time.sleep(0.05)
+    assert _gone(kernel_pid)
+    pool.release(km)
+    pool.release(first)
+
+
+def test_a_server_that_cannot_start_falls_back_to_ordinary_kernels(opts, workdir, monkeypatch, capfd):
+    def refuse(*a, **k):
+        raise RuntimeError("the fork server exited (3) before serving: importing initialised CUDA")
+
+    kernels.close_all()
+    monkeypatch.setattr("autograder.forkserver.ForkServer", refuse)
+    nb = _nb("import os\nprint(os.getppid())")
+    run = grade.execute(nb, workdir, opts)
+    assert run.status == "ok" and int(_text(nb.cells[0])) == os.getpid()  # an ordinary kernel: our child
+    assert _pool(opts).mode == "warm"
+    assert "started the ordinary way" in capfd.readouterr().err
+
+
+def test_the_server_and_its_kernels_die_with_a_killed_grader(tmp_path):
+    grader = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys, time\nfrom autograder.forkserver import ForkServer\n"
+         f"s = ForkServer({str(tmp_path)!r}, dict(os.environ), ['json'])\nprint(s.proc.pid, flush=True)\ntime.sleep(600)"],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    server = int(grader.stdout.readline())
+    assert not _gone(server)
+    grader.kill()  # SIGKILL: no atexit, no cleanup
+    grader.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not _gone(server):
+        time.sleep(0.05)
+    assert _gone(server)
+
+
+def test_close_stops_the_server_and_removes_its_socket(tmp_path):
+    server = ForkServer(tmp_path, {**os.environ}, ["json"])
+    assert server.alive() and os.path.exists(server.socket_path)
+    server.close()
+    assert not server.alive() and not os.path.exists(server.socket_path)
