@@ -139,7 +139,8 @@ class WarmPool:
             raise ValueError(f"kernel mode {mode!r}: choose one of {', '.join(MODES)}")
         self.kernel_name, self.env, self.memory_mb, self.mode = kernel_name, dict(env), memory_mb, mode
         self.warm = mode != "cold"
-        self.home = Path(tempfile.mkdtemp(prefix="autograder-kernels-"))
+        _remove_stale_homes()
+        self.home = Path(tempfile.mkdtemp(prefix=f"autograder-kernels-{os.getpid()}-"))
         self._next: AsyncKernelManager | None = None
         self._next_modules: tuple = ()
         self._server = None
@@ -229,6 +230,14 @@ class WarmPool:
             self._server.close()
             self._server = None
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _remove_stale_homes() -> None:
+    """Remove the folders of pools whose grader was killed (SIGKILL leaves them behind)."""
+    for home in Path(tempfile.gettempdir()).glob("autograder-kernels-*-*"):
+        pid = home.name.split("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists() and sys.platform.startswith("linux"):
+            shutil.rmtree(home, ignore_errors=True)
 
 
 _POOLS: dict = {}

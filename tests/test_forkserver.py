@@ -170,3 +170,16 @@ def test_close_stops_the_server_and_removes_its_socket(tmp_path):
     assert server.alive() and os.path.exists(server.socket_path)
     server.close()
     assert not server.alive() and not os.path.exists(server.socket_path)
+
+
+def test_folders_left_by_a_killed_grader_are_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    dead = tmp_path / "autograder-kernels-4194999-abc123"  # above Linux's largest pid: no such process
+    live = tmp_path / f"autograder-kernels-{os.getpid()}-def456"
+    for d in (dead, live):
+        (d / "fork.sock.log").parent.mkdir()
+        (d / "fork.sock.log").write_text("x")
+    pool = kernels.WarmPool("python3", dict(os.environ), mode="cold")
+    assert not dead.exists() and live.exists() and pool.home.parent == tmp_path
+    pool.close()
+    assert not pool.home.exists() and live.exists()
