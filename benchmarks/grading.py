@@ -74,6 +74,25 @@ def run_autograder(subs: Path, out: Path, workers: int, mode: str, env: dict) ->
     return wall
 
 
+def _overhead_breakdown(entries: list[dict]) -> str:
+    """Per executed notebook, what grading adds to the student's cells, as the workers timed it.
+
+    The median is the steady state; each worker's first notebook also pays the worker's
+    start (imports, and in fork mode the fork server's imports), which the mean includes.
+    """
+    import statistics as st
+
+    ran = [e for e in entries if e.get("seconds", 0) > 0]
+    if not ran:
+        return "no notebook was executed"
+    over = [e["total_seconds"] - e["seconds"] for e in ran]
+    parts = {"kernel ready": [e["wait"] for e in ran], "feedback page": [e["feedback_seconds"] for e in ran],
+             "the rest": [e["total_seconds"] - e["seconds"] - e["wait"] - e["feedback_seconds"] for e in ran]}
+    return (f"per executed notebook ({len(ran)}): overhead median {st.median(over):.2f} s, mean {st.mean(over):.2f} s, "
+            f"largest {max(over):.1f} s (a worker's first); medians: "
+            + ", ".join(f"{k} {st.median(v):.2f} s" for k, v in parts.items()))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lesson", default="03_multilabel", help="lesson to grade (default: 03_multilabel, the cheapest)")
@@ -107,6 +126,7 @@ def main(argv=None) -> int:
         print(f"autograder {variant}: {wall:.1f} s wall, {wall / n:.2f} s per notebook; student cells "
               f"{work / n:.2f} s per notebook; overhead beyond them {(wall * workers - work) / n:.2f} worker-s per notebook "
               f"(waiting for a ready kernel {wait / n:.2f} s); load average {os.getloadavg()[0]:.1f}")
+        print("  " + _overhead_breakdown(entries))
 
     if not args.no_nbgrader:
         from autograder.nbgrader_compare import autograde
