@@ -202,3 +202,18 @@ def test_fastai_reads_the_boxes(voc: Path) -> None:
     boxes, labels = targets[0]
     assert len(boxes) == len(labels) and all(len(b) == 4 for b in boxes)
     assert all(label in VOC_CLASSES for label in labels)
+
+
+def test_the_largest_object_is_clearly_the_largest(voc: Path) -> None:
+    """Lesson 05's label must be a property of the pixels: the largest box beats the next by a margin."""
+    multi = 0
+    for split in ("train", "valid", "test"):
+        by_image: dict[int, list[int]] = {}
+        for a in _json(voc, split)["annotations"]:
+            by_image.setdefault(a["image_id"], []).append(a["bbox"][2] * a["bbox"][3])
+        for areas in by_image.values():
+            if len(areas) > 1:
+                multi += 1
+                first, second = sorted(areas, reverse=True)[:2]
+                assert first >= pascal.LARGEST_MARGIN * second
+    assert multi >= N // 4  # scenes with several objects are still common

@@ -56,7 +56,9 @@ PROFILE_SIZES: dict[str, int] = {"ci": 120, "cpu": 1500, "gpu": 5000}
 PROFILE_IMAGE_SIZES: dict[str, int] = {"ci": 160, "cpu": 500, "gpu": 500}
 
 # Bump when the drawing changes, so build_once replaces old copies instead of reusing them.
-VERSION = 1
+VERSION = 2
+# The largest object's box is at least this many times the area of the next largest.
+LARGEST_MARGIN = 1.5
 VALID_FRACTION = 0.2
 TEST_FRACTION = 0.1
 JPEG_QUALITY = 90
@@ -281,12 +283,29 @@ def _image_size(long_side: int, rng: np.random.Generator) -> tuple[int, int]:
 
 
 def _render(long_side: int, rng: np.random.Generator) -> tuple[Image.Image, list[tuple[int, list[int]]]]:
-    """One scene and its objects as (category index, [x, y, w, h]) in painting order."""
+    """One scene and its objects as (category index, [x, y, w, h]) in painting order.
+
+    The largest box is at least ``LARGEST_MARGIN`` times the area of the next one, so
+    that "the largest object" (lesson 05's label) is a property of the pixels. Scenes that
+    miss it after placement (edges clip boxes, aspect ratios differ) are drawn again.
+    """
+    for _ in range(50):
+        img, objects = _render_once(long_side, rng)
+        areas = sorted((b[2] * b[3] for _, b in objects), reverse=True)
+        if len(areas) < 2 or areas[0] >= LARGEST_MARGIN * areas[1]:
+            break
+    return img, objects
+
+
+def _render_once(long_side: int, rng: np.random.Generator) -> tuple[Image.Image, list[tuple[int, list[int]]]]:
     w, h = _image_size(long_side, rng)
     img = Image.fromarray(_background(w, h, rng))
     n = int(rng.choice([1, 2, 3], p=_N_OBJECTS_P))
     cats = rng.choice(len(VOC_CLASSES), size=n, p=_CLASS_WEIGHTS / _CLASS_WEIGHTS.sum())
-    sizes = np.sort(min(w, h) * np.exp(rng.uniform(math.log(0.3), math.log(0.8), n)))[::-1]
+    # The first object is the big one; the others are at most 1/1.3 of its size.
+    first = rng.uniform(math.log(0.45), math.log(0.8))
+    rest = rng.uniform(math.log(0.3), first - math.log(1.3), n - 1)
+    sizes = min(w, h) * np.exp(np.concatenate([[first], np.sort(rest)[::-1]]))
     # Big things go behind small ones; each placement is retried until every object keeps
     # at least half of itself visible, so labels stay recoverable from the pixels.
     masks: list[np.ndarray] = []
