@@ -27,7 +27,7 @@ PROFILE_SETTINGS: dict[str, dict] = {
     "ci": dict(size=48, batch_size=16, head_epochs=2, all_epochs=1, compare_epochs=2, step_size=7,
                head_lr=1e-2, all_lr=1e-3, scratch_lr=1e-3, fastai_epochs=1, num_workers=0,
                pretrain=dict(steps=30, batch_size=16, image_size=32)),
-    "cpu": dict(size=64, batch_size=16, head_epochs=6, all_epochs=4, compare_epochs=6, step_size=7,
+    "cpu": dict(size=64, batch_size=16, head_epochs=4, all_epochs=3, compare_epochs=6, step_size=7,
                 head_lr=1e-2, all_lr=1e-3, scratch_lr=1e-3, fastai_epochs=1, num_workers=0,
                 pretrain=dict(steps=400, batch_size=32, image_size=48)),
     "gpu": dict(size=128, batch_size=32, head_epochs=10, all_epochs=8, compare_epochs=15, step_size=7,
