@@ -34,8 +34,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # random weights learned too slowly on a shared 2-core machine (66% largest-object accuracy after 6 epochs at
 # 64 px), so the CPU profiles use the small body below, with flips and random crops, and start the box model
 # from the trained classifier's body. Measured with these settings on the 1200/300-image cpu data (pascal
-# VERSION 2, whose largest object is clearly the largest): accuracy 0.927, mean IoU 0.704, L1 2.3 px at 48 px,
-# 103 s of training on an idle 2-core machine; 14 classifier epochs gave 0.893 (benchmarks/bbox_cpu.py).
+# VERSION 2, whose largest object is clearly the largest): accuracy 0.93, mean IoU 0.69-0.70, L1 2.3-2.6 px at
+# 48 px; the whole lesson took 194 s from fresh data on an idle 2-core machine. 14 classifier epochs gave 0.893
+# (benchmarks/bbox_cpu.py).
 # `gpu`: the 2018 lesson's resnet34 at 224 px, pretrained when the ImageNet weights
 # are in the torch cache.
 PROFILE_SETTINGS: dict[str, dict] = {
