@@ -120,8 +120,9 @@ def _child(conn: socket.socket, listener: socket.socket, fds: list[int], req: di
         os.environ.clear()
         os.environ.update(req["env"])
         os.chdir(req["cwd"])
-        # As ipykernel_launcher does: the launch folder is not on the path (init_path adds the cwd).
-        sys.path[:] = [p for p in sys.path if p not in ("", start_dir)]
+        # As ipykernel_launcher does: the launch folders are not on the path (init_path adds the cwd).
+        here = os.path.dirname(os.path.abspath(__file__))
+        sys.path[:] = [p for p in sys.path if p not in ("", start_dir, here)]
         # The kernel command is [python, (options,) -m, ipykernel_launcher, -f, FILE, ...]: keep what
         # follows the module. ipykernel read JPY_PARENT_PID when the server imported it, so pass it on.
         argv = list(req["argv"])
@@ -155,6 +156,9 @@ def serve(socket_path: str, modules: list[str]) -> None:
     _die_with_parent()
     parent = os.getppid()
     start_dir = os.getcwd()
+    # Run by path, this file's folder leads sys.path: the autograder's modules must not shadow anything.
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if p != here]
     # Exactly what ipykernel sets before the first import of matplotlib, so a forked kernel
     # draws inline like a fresh one.
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
@@ -249,12 +253,14 @@ def serve(socket_path: str, modules: list[str]) -> None:
 class ForkServer:
     """A running fork server for one environment; ``socket_path`` is what stubs connect to."""
 
-    def __init__(self, folder: Path, env: dict, modules=(), startup_timeout: float = 300):
+    def __init__(self, folder: Path, env: dict, modules=(), startup_timeout: float = 300, python: str | None = None):
+        """``python``: the interpreter of the kernel spec (default: this one). The server runs this file
+        by path, so that interpreter needs ipykernel and the lesson's libraries, not the autograder."""
         self.socket_path = str(Path(folder) / f"fork-{os.getpid()}-{time.monotonic_ns()}.sock")
         self.modules = list(modules)
         with open(self.socket_path + ".log", "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "autograder.forkserver", self.socket_path, json.dumps(self.modules)],
+                [python or sys.executable, str(Path(__file__).resolve()), self.socket_path, json.dumps(self.modules)],
                 env=env, cwd=str(folder), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                 start_new_session=True)
         deadline = time.monotonic() + startup_timeout

@@ -146,8 +146,9 @@ class WarmPool:
         self._server = None
         atexit.register(self.close)
 
-    def _fork_server(self, modules):
-        """This pool's fork server, importing ``modules`` too; None when forking is off or failed."""
+    def _fork_server(self, modules, python: str | None = None):
+        """This pool's fork server (run by the kernel spec's ``python``), importing ``modules`` too;
+        None when forking is off or failed."""
         from autograder.forkserver import ForkServer
 
         if self.mode != "fork":
@@ -156,7 +157,7 @@ class WarmPool:
             if self._server is None or not self._server.alive():
                 if self._server is not None:
                     self._server.close()
-                self._server = ForkServer(self.home, self.env, modules)
+                self._server = ForkServer(self.home, self.env, modules, python=python)
             else:
                 self._server.ensure(modules)
             return self._server
@@ -171,7 +172,8 @@ class WarmPool:
         # Kernels at once must not share a history database; and the kernel's own log (a warning
         # about unencrypted local TCP for every kernel) is noise in the grader's terminal.
         args = ["--HistoryManager.hist_file=:memory:", "--IPKernelApp.log_level=ERROR"]
-        server = self._fork_server(modules)
+        spec_argv = km.kernel_spec.argv if km.kernel_spec else []
+        server = self._fork_server(modules, python=spec_argv[0] if spec_argv else None)
         if server is not None:
             km.fork_socket = server.socket_path
             modules = ()  # already imported by the server

@@ -66,7 +66,8 @@ def test_a_forked_kernel_starts_with_the_imports_done_in_a_process_of_its_own(op
     probe = ("import os, sys, resource\n"
              "print('torch' in sys.modules, 'torchvision' in sys.modules, os.getpid(), os.getppid(), os.getcwd(),\n"
              "      resource.getrlimit(resource.RLIMIT_DATA)[0], os.environ['COURSE_GRADING'])")
-    nb = _nb(probe, "import matplotlib\nprint(matplotlib.get_backend())")
+    nb = _nb(probe, "import matplotlib\nprint(matplotlib.get_backend())",
+             "import sys\nprint([p for p in sys.path if p.rstrip('/').endswith('autograder')])")
     run = grade.execute(nb, workdir, opts, warm_modules=("torch", "torchvision"))
     assert run.status == "ok", run.detail
     preloaded, vision, pid, ppid, cwd, limit, grading = _text(nb.cells[0]).split()
@@ -76,6 +77,7 @@ def test_a_forked_kernel_starts_with_the_imports_done_in_a_process_of_its_own(op
     assert int(ppid) == server.proc.pid and int(pid) not in (os.getpid(), server.proc.pid)
     assert cwd == str(workdir) and int(limit) == 3000 * 2**20 and grading == "1"
     assert "inline" in _text(nb.cells[1])  # draws like an ordinary kernel
+    assert _text(nb.cells[2]).strip() == "[]"  # the server's own folder is not on the student's path
 
 
 def test_submissions_do_not_see_each_other(opts, workdir):
@@ -183,3 +185,14 @@ def test_folders_left_by_a_killed_grader_are_removed(tmp_path, monkeypatch):
     assert not dead.exists() and live.exists() and pool.home.parent == tmp_path
     pool.close()
     assert not pool.home.exists() and live.exists()
+
+
+def test_the_server_runs_the_kernel_specs_python(tmp_path):
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f"#!/bin/sh\ntouch {tmp_path / 'used'}\nexec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    server = ForkServer(tmp_path, {**os.environ}, ["json"], python=str(wrapper))
+    try:
+        assert server.alive() and (tmp_path / "used").exists()
+    finally:
+        server.close()
