@@ -101,7 +101,7 @@ def _cuda_initialised() -> bool:
         return False
 
 
-def _child(conn: socket.socket, listener: socket.socket, fds: list[int], req: dict, start_dir: str) -> None:
+def _child(conn: socket.socket, listener: socket.socket, fds: list[int], req: dict) -> None:
     """Become the kernel described by ``req`` (runs in the forked child; never returns)."""
     try:
         _die_with_parent()
@@ -111,7 +111,6 @@ def _child(conn: socket.socket, listener: socket.socket, fds: list[int], req: di
             os.dup2(fd, target)
         for fd in fds:
             os.close(fd)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         if req.get("memory"):
             import resource
@@ -120,9 +119,9 @@ def _child(conn: socket.socket, listener: socket.socket, fds: list[int], req: di
         os.environ.clear()
         os.environ.update(req["env"])
         os.chdir(req["cwd"])
-        # As ipykernel_launcher does: the launch folders are not on the path (init_path adds the cwd).
-        here = os.path.dirname(os.path.abspath(__file__))
-        sys.path[:] = [p for p in sys.path if p not in ("", start_dir, here)]
+        # As ipykernel_launcher does: the launch folder is not on the path (init_path adds the cwd;
+        # serve() already took this file's folder off).
+        sys.path[:] = [p for p in sys.path if p != ""]
         # The kernel command is [python, (options,) -m, ipykernel_launcher, -f, FILE, ...]: keep what
         # follows the module. ipykernel read JPY_PARENT_PID when the server imported it, so pass it on.
         argv = list(req["argv"])
@@ -155,7 +154,6 @@ def serve(socket_path: str, modules: list[str]) -> None:
     """Import ``modules``, then fork a kernel for each stub that connects (until the parent goes)."""
     _die_with_parent()
     parent = os.getppid()
-    start_dir = os.getcwd()
     # Run by path, this file's folder leads sys.path: the autograder's modules must not shadow anything.
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if p != here]
@@ -226,7 +224,7 @@ def serve(socket_path: str, modules: list[str]) -> None:
                             os.close(fd)
                     continue
                 if pid == 0:
-                    _child(conn, listener, fds, req, start_dir)
+                    _child(conn, listener, fds, req)
                 for fd in fds:
                     os.close(fd)
                 conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")

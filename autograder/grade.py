@@ -44,6 +44,12 @@ class Row:
     message: str = ""
 
 
+def _default_kernels() -> str:
+    from autograder.kernels import default_mode  # not at import time: it brings jupyter_client
+
+    return default_mode()
+
+
 @dataclass
 class Options:
     profile: str = "ci"
@@ -55,7 +61,7 @@ class Options:
     output_limit: int = 2_000_000  # bytes of output kept per cell; the rest is dropped with a note
     # How kernels start (kernels.MODES): "fork" from a server that did the imports once,
     # "warm" as processes that import while the previous submission runs, or "cold".
-    kernels: str = field(default_factory=lambda: __import__("autograder.kernels").kernels.default_mode())
+    kernels: str = field(default_factory=_default_kernels)
     last: bool = False  # no submission follows in this worker: start no spare kernel
 
 

@@ -138,13 +138,16 @@ class WarmPool:
         if mode not in MODES:
             raise ValueError(f"kernel mode {mode!r}: choose one of {', '.join(MODES)}")
         self.kernel_name, self.env, self.memory_mb, self.mode = kernel_name, dict(env), memory_mb, mode
-        self.warm = mode != "cold"
         _remove_stale_homes()
         self.home = Path(tempfile.mkdtemp(prefix=f"autograder-kernels-{os.getpid()}-"))
         self._next: AsyncKernelManager | None = None
-        self._next_modules: tuple = ()
+        self._wanted: tuple | None = None  # modules for the spare kernel, once the current one is ready
         self._server = None
         atexit.register(self.close)
+
+    @property
+    def warm(self) -> bool:
+        return self.mode != "cold"
 
     def _fork_server(self, modules, python: str | None = None):
         """This pool's fork server (run by the kernel spec's ``python``), importing ``modules`` too;
@@ -204,7 +207,7 @@ class WarmPool:
         """Start warming the next kernel. Called once the current kernel is ready, so that two
         kernels never import torch at the same time in one worker (on few cores that only
         slows the one a student is waiting for)."""
-        wanted, self._wanted = getattr(self, "_wanted", None), None
+        wanted, self._wanted = self._wanted, None
         if wanted is not None and self._next is None:
             self._next = self._start(wanted)
 
@@ -236,9 +239,11 @@ class WarmPool:
 
 def _remove_stale_homes() -> None:
     """Remove the folders of pools whose grader was killed (SIGKILL leaves them behind)."""
+    if not sys.platform.startswith("linux"):  # no /proc to tell a live grader from a dead one
+        return
     for home in Path(tempfile.gettempdir()).glob("autograder-kernels-*-*"):
         pid = home.name.split("-")[2]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists() and sys.platform.startswith("linux"):
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             shutil.rmtree(home, ignore_errors=True)
 
 

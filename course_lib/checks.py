@@ -292,17 +292,59 @@ def _not_implemented(exc: BaseException) -> bool:
     return isinstance(exc, NotImplementedError)
 
 
+# The verdicts' words, shared by run_check (in the kernel) and judge_observations (in the
+# grader), so that a student reads the same message wherever their answer was judged.
+
+def _judge_of(spec: Spec) -> Judge:
+    return spec.judge or (lambda case, got, expected: compare(got, expected))
+
+
+def _answer_result(spec: Spec, judge: Judge, answer: Any) -> CheckResult:
+    try:
+        why = judge(Case(), answer, None)
+    except Exception as e:  # a malformed answer is the student's mistake, not ours
+        why = f"could not read your answer ({type(e).__name__}: {e})"
+    if why is None:
+        return CheckResult(spec.id, True, 1, f"✓ {spec.id}: your answer is right.")
+    return CheckResult(spec.id, False, 1, f"✗ {spec.id}: {why}" + (f"\n  Hint: {spec.hint}" if spec.hint else ""))
+
+
+def _where(i: int, cases: Sequence[Case], case: Case) -> str:
+    return f"case {i} of {len(cases)}" + (f" ({case.label})" if case.label else "")
+
+
+def _not_implemented_result(spec: Spec, i: int) -> CheckResult:
+    return CheckResult(spec.id, False, i - 1,
+                       f"✗ {spec.id}: not implemented yet: replace `raise NotImplementedError()` with your code.")
+
+
+def _raised_result(spec: Spec, i: int, where: str, line: str, argument_error: bool) -> CheckResult:
+    msg = f"✗ {spec.id}: {where} raised {line}"
+    if argument_error and spec.reference is not None:
+        msg += f"\n  Hint: the expected signature is {spec.id}{inspect.signature(spec.reference, eval_str=True)}"
+    return CheckResult(spec.id, False, i - 1, msg)
+
+
+def _wrong_result(spec: Spec, i: int, where: str, why: str, case: Case, got: Any, judge: Judge) -> CheckResult:
+    lines = [f"✗ {spec.id}: {where}: {why}."]
+    diagnosis = _diagnose(spec, case, got, judge)
+    if diagnosis:
+        lines.append(f"  Likely mistake: {diagnosis}")
+    elif spec.hint:
+        lines.append(f"  Hint: {spec.hint}")
+    return CheckResult(spec.id, False, i - 1, "\n".join(lines))
+
+
+def _passed_result(spec: Spec, n: int, device_type: str) -> CheckResult:
+    plural = "s" if n != 1 else ""
+    return CheckResult(spec.id, True, n, f"✓ {spec.id}: passed {n} case{plural} ({device_type}).")
+
+
 def run_check(spec: Spec, obj: Any, hidden: bool = False, seed: int | None = None) -> CheckResult:
     """Check ``obj`` (a function, or a value for answer specs) against ``spec``; never raises."""
-    judge = spec.judge or (lambda case, got, expected: compare(got, expected))
+    judge = _judge_of(spec)
     if spec.kind == "answer":
-        try:
-            why = judge(Case(), obj, None)
-        except Exception as e:  # a malformed answer is the student's mistake, not ours
-            why = f"could not read your answer ({type(e).__name__}: {e})"
-        if why is None:
-            return CheckResult(spec.id, True, 1, f"✓ {spec.id}: your answer is right.")
-        return CheckResult(spec.id, False, 1, f"✗ {spec.id}: {why}" + (f"\n  Hint: {spec.hint}" if spec.hint else ""))
+        return _answer_result(spec, judge, obj)
 
     if obj is None or not callable(obj):
         return CheckResult(spec.id, False, 0, f"✗ {spec.id}: expected a function, got {describe(obj)}.")
@@ -312,31 +354,19 @@ def run_check(spec: Spec, obj: Any, hidden: bool = False, seed: int | None = Non
     rng = np.random.default_rng((seed if seed is not None else 0) + (7919 if hidden else 0))
     cases = spec.cases(rng, _device(hidden), n)
     for i, case in enumerate(cases, 1):
-        where = f"case {i} of {len(cases)}" + (f" ({case.label})" if case.label else "")
+        where = _where(i, cases, case)
         try:
             got = spec.run(fn, case)
         except Exception as e:
             if _not_implemented(e):
-                return CheckResult(spec.id, False, i - 1, f"✗ {spec.id}: not implemented yet: replace `raise NotImplementedError()` with your code.")
+                return _not_implemented_result(spec, i)
             tb = traceback.format_exception_only(type(e), e)[-1].strip()
-            msg = f"✗ {spec.id}: {where} raised {tb}"
-            if isinstance(e, TypeError) and "argument" in str(e) and spec.reference is not None:
-                msg += f"\n  Hint: the expected signature is {spec.id}{inspect.signature(spec.reference, eval_str=True)}"
-            return CheckResult(spec.id, False, i - 1, msg)
+            return _raised_result(spec, i, where, tb, isinstance(e, TypeError) and "argument" in str(e))
         expected = spec.expected(case) if spec.reference is not None else None
         why = judge(case, got, expected)
-        if why is None:
-            continue
-        lines = [f"✗ {spec.id}: {where}: {why}."]
-        diagnosis = _diagnose(spec, case, got, judge)
-        if diagnosis:
-            lines.append(f"  Likely mistake: {diagnosis}")
-        elif spec.hint:
-            lines.append(f"  Hint: {spec.hint}")
-        return CheckResult(spec.id, False, i - 1, "\n".join(lines))
-    dev = _device(hidden).type
-    plural = "s" if len(cases) != 1 else ""
-    return CheckResult(spec.id, True, len(cases), f"✓ {spec.id}: passed {len(cases)} case{plural} ({dev}).")
+        if why is not None:
+            return _wrong_result(spec, i, where, why, case, got, judge)
+    return _passed_result(spec, len(cases), _device(hidden).type)
 
 
 def check(exercise_id: str, obj: Any, hidden: bool = False, seed: int | None = None) -> None:
@@ -490,31 +520,21 @@ def observe_cases(spec: Spec, obj: Any, cases: Sequence[Case] | None = None,
 
 def judge_observations(spec: Spec, cases: Sequence[Case], observed: dict, device_type: str = "cpu") -> CheckResult:
     """Grader side: the verdict :func:`run_check` would give, from what :func:`observe_cases` saw."""
-    judge = spec.judge or (lambda case, got, expected: compare(got, expected))
+    judge = _judge_of(spec)
     if spec.kind == "answer":
-        obj = from_portable(observed.get("value"))
-        try:
-            why = judge(Case(), obj, None)
-        except Exception as e:
-            why = f"could not read your answer ({type(e).__name__}: {e})"
-        if why is None:
-            return CheckResult(spec.id, True, 1, f"✓ {spec.id}: your answer is right.")
-        return CheckResult(spec.id, False, 1, f"✗ {spec.id}: {why}" + (f"\n  Hint: {spec.hint}" if spec.hint else ""))
+        return _answer_result(spec, judge, from_portable(observed.get("value")))
     if observed.get("kind") == "not_callable":
         return CheckResult(spec.id, False, 0, f"✗ {spec.id}: expected a function, got {observed.get('describe', '')}.")
     observations = list(observed.get("observations", []))
     for i, case in enumerate(cases, 1):
-        where = f"case {i} of {len(cases)}" + (f" ({case.label})" if case.label else "")
+        where = _where(i, cases, case)
         if i > len(observations):
             return CheckResult(spec.id, False, i - 1, f"✗ {spec.id}: {where}: no result came back from your function.")
         obs = observations[i - 1]
         if _is_raised(obs):
             if obs.get("not_implemented"):
-                return CheckResult(spec.id, False, i - 1, f"✗ {spec.id}: not implemented yet: replace `raise NotImplementedError()` with your code.")
-            msg = f"✗ {spec.id}: {where} raised {obs.get('line', '')}"
-            if obs.get("type_error_argument") and spec.reference is not None:
-                msg += f"\n  Hint: the expected signature is {spec.id}{inspect.signature(spec.reference, eval_str=True)}"
-            return CheckResult(spec.id, False, i - 1, msg)
+                return _not_implemented_result(spec, i)
+            return _raised_result(spec, i, where, obs.get("line", ""), bool(obs.get("type_error_argument")))
         got = from_portable(obs)
         ran_on = observed.get("device", "cpu")
         left_on = (observed.get("devices") or [[]] * len(observations))[i - 1]
@@ -527,18 +547,9 @@ def judge_observations(spec: Spec, cases: Sequence[Case], observed: dict, device
             why = judge(case, got, expected)
         except Exception as e:  # a judge tripping over a strange answer: the answer is wrong
             why = f"could not judge your result ({type(e).__name__}: {e}); got {describe(got)}"
-        if why is None:
-            continue
-        lines = [f"✗ {spec.id}: {where}: {why}."]
-        diagnosis = _diagnose(spec, case, got, judge)
-        if diagnosis:
-            lines.append(f"  Likely mistake: {diagnosis}")
-        elif spec.hint:
-            lines.append(f"  Hint: {spec.hint}")
-        return CheckResult(spec.id, False, i - 1, "\n".join(lines))
-    plural = "s" if len(cases) != 1 else ""
-    device_type = observed.get("device", device_type)
-    return CheckResult(spec.id, True, len(cases), f"✓ {spec.id}: passed {len(cases)} case{plural} ({device_type}).")
+        if why is not None:
+            return _wrong_result(spec, i, where, why, case, got, judge)
+    return _passed_result(spec, len(cases), observed.get("device", device_type))
 
 
 def hidden_cases(spec: Spec, seed: int, device: torch.device | None = None) -> list[Case]:
