@@ -25,18 +25,21 @@ FRAME_SIZE: tuple[int, int] = (640, 480)  # (width, height), as PIL's Image.size
 # fastbook holds out this recording: a person that appears in no other folder.
 VALID_FOLDER = "13"
 
-# Sizes per profile. `size` is (height, width), as fastai's aug_transforms takes it. `ci` proves the
-# notebook runs. `cpu`, from random weights with the heat-map head, measured with benchmarks/keypoints_cpu.py
-# on a 2-core machine shared with other jobs (load ~6, one thread): 11.2 px mean error on the held-out
-# person after 5 epochs in about 6 minutes (the issue's target is 8 px in 4; 7 epochs without warp: 13.2 px).
+# Sizes per profile. `size` is (height, width), as fastai's aug_transforms takes it; `item_size` is what PIL
+# shrinks each frame to first (see the lesson: less aliasing, cheaper batches). `ci` proves the notebook runs.
+# `cpu`, from random weights with the heat-map head at stride 4, measured with benchmarks/keypoints_cpu.py on an
+# idle 2-core machine: 5.4 px mean error on the held-out person (folder 13) in 172 s of loading and training
+# (the issue's target: 8 px in 4 minutes); holding out folder 05's person instead, 7.4 px in 167 s. The whole
+# lesson from fresh data took 175 s. Before the shifts, the stride-4 cut and the PIL resize, the same recipe
+# reached only 11-12 px in 5 epochs, and its training frames were no better: it underfitted.
 # fastbook's pooled head with y_range reached only ~90 px after 4 epochs at 64x48 from random weights.
 PROFILE_SETTINGS: dict[str, dict] = {
-    "ci": dict(size=(48, 64), batch_size=16, epochs=1, lr=3e-3, lr_find_iters=12, num_workers=0,
-               arch="resnet18", head="heatmap", max_rotate=10.0, max_warp=0.2),
-    "cpu": dict(size=(96, 128), batch_size=16, epochs=5, lr=3e-3, lr_find_iters=30, num_workers=0,
-                arch="resnet18", head="heatmap", max_rotate=10.0, max_warp=0.2),
-    "gpu": dict(size=(240, 320), batch_size=64, epochs=8, lr=3e-3, lr_find_iters=100, num_workers=4,
-                arch="resnet18", head="heatmap", max_rotate=10.0, max_warp=0.2),
+    "ci": dict(size=(48, 64), item_size=(60, 80), batch_size=16, epochs=1, lr=3e-3, lr_find_iters=12,
+               num_workers=0, arch="resnet18", head="heatmap", max_rotate=10.0, max_warp=0.2),
+    "cpu": dict(size=(96, 128), item_size=(120, 160), batch_size=16, epochs=8, lr=3e-3, lr_find_iters=30,
+                num_workers=0, arch="resnet18", head="heatmap", max_rotate=10.0, max_warp=0.2),
+    "gpu": dict(size=(240, 320), item_size=(300, 400), batch_size=64, epochs=8, lr=3e-3, lr_find_iters=100,
+                num_workers=4, arch="resnet18", head="heatmap", max_rotate=10.0, max_warp=0.2),
 }
 
 
@@ -151,7 +154,7 @@ def biwi_datablock(path: Path, s: dict, cal: np.ndarray | None = None, folder: s
     """
     from fastai.data.block import DataBlock
     from fastai.data.transforms import get_image_files
-    from fastai.vision.augment import aug_transforms
+    from fastai.vision.augment import Resize, aug_transforms
     from fastai.vision.data import ImageBlock, PointBlock
 
     if cal is None:
@@ -161,7 +164,9 @@ def biwi_datablock(path: Path, s: dict, cal: np.ndarray | None = None, folder: s
         get_items=get_image_files,
         get_y=partial(get_ctr, cal=cal),
         splitter=person_splitter(folder),
-        batch_tfms=aug_transforms(size=tuple(s["size"]), max_rotate=s["max_rotate"], max_warp=s["max_warp"]),
+        item_tfms=[Resize(tuple(s["item_size"]))] if s.get("item_size") else None,
+        batch_tfms=aug_transforms(size=tuple(s["size"]), max_rotate=s["max_rotate"], max_warp=s["max_warp"],
+                                  max_lighting=s.get("max_lighting", 0.2)),
     )
 
 
@@ -189,26 +194,42 @@ class HeatmapHead(torch.nn.Module):
     of mass in fastai's ``[-1, 1]`` coordinates (cell ``j`` of ``w`` has its centre at ``-1 + (2j+1)/w``),
     ``[col, row]`` like the targets. Average pooling, in the usual head, throws the cells' positions
     away; from random weights a network then takes a long time to smuggle them through.
+
+    A cell is coarse (at stride 4, 20 px of a 640x480 frame), so each cell also says where in
+    itself the point lies: a shift ``[B, 2, h, w]`` of at most half a cell either way, added to the
+    cell's centre before the average (as CenterNet does). It starts at zero, so an untrained head is
+    a plain centre of mass.
     """
 
     def __init__(self, n_in: int, hidden: int = 64):
         super().__init__()
-        self.score = torch.nn.Sequential(
-            torch.nn.Conv2d(n_in, hidden, 3, padding=1), torch.nn.BatchNorm2d(hidden), torch.nn.ReLU(),
-            torch.nn.Conv2d(hidden, 1, 1))
+        self.trunk = torch.nn.Sequential(
+            torch.nn.Conv2d(n_in, hidden, 3, padding=1), torch.nn.BatchNorm2d(hidden), torch.nn.ReLU())
+        self.score = torch.nn.Conv2d(hidden, 1, 1)
+        self.shift = torch.nn.Conv2d(hidden, 2, 1)
+        torch.nn.init.zeros_(self.shift.weight)
+        torch.nn.init.zeros_(self.shift.bias)
+
+    def maps(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The probability map ``[B, h, w]`` (each sums to 1) and the shifts ``[B, 2, h, w]`` in cells."""
+        t = self.trunk(x)
+        s = self.score(t)
+        b, _, h, w = s.shape
+        return s.flatten(1).softmax(dim=1).view(b, h, w), 0.5 * torch.tanh(self.shift(t))
 
     def heatmap(self, x: Tensor) -> Tensor:
         """The probability map ``[B, h, w]`` (each sums to 1) whose centre of mass is the prediction."""
-        s = self.score(x)
-        b, _, h, w = s.shape
-        return s.flatten(1).softmax(dim=1).view(b, h, w)
+        return self.maps(x)[0]
 
     def forward(self, x: Tensor) -> Tensor:
-        p = self.heatmap(x)
+        p, shift = self.maps(x)
         _, h, w = p.shape
         cols = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=p.device, dtype=p.dtype)
         rows = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=p.device, dtype=p.dtype)
-        return torch.stack([(p.sum(dim=1) * cols).sum(dim=1), (p.sum(dim=2) * rows).sum(dim=1)], dim=1)
+        # A cell spans 2/w in [-1, 1] units, so a shift of `d` cells moves its centre by 2d/w.
+        col = cols[None, None, :] + shift[:, 0] * (2 / w)
+        row = rows[None, :, None] + shift[:, 1] * (2 / h)
+        return torch.stack([(p * col).sum(dim=(1, 2)), (p * row).sum(dim=(1, 2))], dim=1)
 
 
 def learner_pretrained(arch: str | Callable, quiet: bool = False) -> bool:
@@ -225,12 +246,13 @@ def learner_pretrained(arch: str | Callable, quiet: bool = False) -> bool:
 
 
 def make_learner(dls, arch: str | Callable = "resnet18", pretrained: bool | None = None, quiet: bool = False,
-                 head: str = "linear", cut: int = -4):
+                 head: str = "linear", cut: int = -5):
     """A fastai ``vision_learner`` for points, with the default MSE loss and :func:`pixel_error_metric`.
 
     ``head="linear"``: fastbook's, fastai's pooled head with 2 outputs squashed by ``y_range=(-1, 1)``.
-    ``head="heatmap"``: a :class:`HeatmapHead` on the body cut at ``cut`` (-4: after a resnet's second
-    stage, stride 8, so the map keeps detail), which learns far faster from random weights.
+    ``head="heatmap"``: a :class:`HeatmapHead` on the body cut at ``cut`` (-5: after a resnet's first
+    stage, stride 4, so the map keeps detail; -4 stops after the second, at stride 8), which learns
+    far faster from random weights.
     """
     import fastai.callback.all  # noqa: F401 - patches Learner with fit_one_cycle, lr_find and the progress bar
     import torchvision
@@ -248,6 +270,9 @@ def make_learner(dls, arch: str | Callable = "resnet18", pretrained: bool | None
                                metrics=pixel_error_metric)
         learn.model = create_vision_model(fn, 2, pretrained=pretrained, cut=cut,
                                           custom_head=HeatmapHead(body_channels(fn, cut))).to(learn.dls.device)
+        # vision_learner's own freeze() built an optimizer over the replaced model's parameters;
+        # left in place it would train nothing of the new one.
+        learn.opt = None
         if pretrained:
             # Two groups, body and head, whatever the cut: fastai's resnet split assumes an uncut body.
             learn.splitter = lambda m: [list(m[0].parameters()), list(m[1].parameters())]

@@ -149,25 +149,46 @@ def test_learner_outputs_points_in_range_with_mse(ci_biwi):
     assert float(K.pixel_error_metric(out, yb)) == pytest.approx(K.pixel_error(out, yb), rel=1e-5)
 
 
-def test_heatmap_head_returns_the_centre_of_mass_of_its_map():
-    head = K.HeatmapHead(4)
+def _peaked_head(n_in: int = 4) -> K.HeatmapHead:
+    """A head whose score is channel 0 of the input and whose shifts are zero."""
+    head = K.HeatmapHead(n_in)
     head.eval()
-    x = torch.zeros(2, 4, 6, 8)
-    # Make the score of cell (row 1, col 6) of image 0, and of cells (4, 0) and (4, 2) of image 1, dominate.
     with torch.no_grad():
-        for m in head.score:
+        for m in head.modules():
             if isinstance(m, torch.nn.Conv2d):
                 m.weight.zero_()
                 m.bias.zero_()
-        head.score[0].weight[:, 0, 1, 1] = 1.0  # the centre tap of the 3x3 conv copies channel 0
-        head.score[3].weight.fill_(1.0)
+        head.trunk[0].weight[:, 0, 1, 1] = 1.0  # the centre tap of the 3x3 conv copies channel 0
+        head.score.weight.fill_(1.0)
+    return head
+
+
+def test_heatmap_head_returns_the_centre_of_mass_of_its_map():
+    head = _peaked_head()
+    x = torch.zeros(2, 4, 6, 8)
+    # Make the score of cell (row 1, col 6) of image 0, and of cells (4, 0) and (4, 2) of image 1, dominate.
     x[0, 0, 1, 6] = x[1, 0, 4, 0] = x[1, 0, 4, 2] = 100.0
     out = head(x)
     cols, rows = torch.linspace(-1 + 1 / 8, 1 - 1 / 8, 8), torch.linspace(-1 + 1 / 6, 1 - 1 / 6, 6)
     assert torch.allclose(out[0], torch.stack([cols[6], rows[1]]), atol=1e-3)
     assert torch.allclose(out[1], torch.stack([(cols[0] + cols[2]) / 2, rows[4]]), atol=1e-3)
     assert torch.allclose(head.heatmap(x).sum(dim=(1, 2)), torch.ones(2))
-    assert bool((head(torch.randn(5, 4, 3, 3)).abs() < 1).all())  # inside the outermost cell centres
+    assert bool((K.HeatmapHead(4)(torch.randn(5, 4, 3, 3)).abs() < 1).all())  # a new head: no shift yet
+
+
+def test_heatmap_head_shifts_within_a_cell():
+    head = _peaked_head()
+    x = torch.zeros(1, 4, 6, 8)
+    x[0, 0, 1, 6] = 100.0
+    base = head(x)
+    with torch.no_grad():
+        head.shift.bias.copy_(torch.tensor([100.0, -100.0]))  # tanh saturates: +1/2 cell right, 1/2 cell up
+    moved = head(x)
+    cell = torch.tensor([2 / 8, 2 / 6])  # a cell's size in [-1, 1] units, (col, row)
+    assert torch.allclose(moved - base, torch.stack([cell[0] / 2, -cell[1] / 2])[None], atol=1e-3)
+    with torch.no_grad():
+        head.shift.bias.fill_(1e6)
+    assert bool((head(torch.randn(3, 4, 6, 8) * 50).abs() <= 1 + 1e-6).all())  # never beyond the frame
 
 
 def test_heatmap_learner_cuts_the_body(ci_biwi):
@@ -180,12 +201,36 @@ def test_heatmap_learner_cuts_the_body(ci_biwi):
     with torch.no_grad():
         feats = learn.model[0](xb)
         out = learn.model(xb)
-    assert feats.shape[1] == 128 and tuple(feats.shape[-2:]) == (s["size"][0] // 8, s["size"][1] // 8)
+    # cut=-5: after layer1, 64 channels at stride 4.
+    assert feats.shape[1] == 64 and tuple(feats.shape[-2:]) == (s["size"][0] // 4, s["size"][1] // 4)
     assert out.shape == (len(xb), 2) and bool((out.abs() < 1).all())
     axes = K.plot_heatmaps(learn, n=2)
     assert len(axes) == 2
     with pytest.raises(ValueError, match="head must be"):
         K.make_learner(dls, "resnet18", pretrained=False, quiet=True, head="pooled")
+
+
+def test_pretrained_heatmap_learner_trains_its_own_head(ci_biwi):
+    """vision_learner builds an optimizer for the model it made; the swapped-in model must get its own."""
+    import torchvision
+    from fastai.vision.learner import model_meta
+
+    def arch(pretrained: bool = True, **kwargs):  # "pretrained" like course_lib.backbone.fastai_arch, no download
+        return torchvision.models.resnet18()
+
+    meta = dict(model_meta[torchvision.models.resnet18])
+    meta.pop("weights", None)
+    model_meta[arch] = meta
+    s = K.settings("ci")
+    dls = K.biwi_dataloaders(ci_biwi, s, device="cpu")
+    learn = K.make_learner(dls, arch, pretrained=True, quiet=True, head="heatmap")
+    head_before = [p.detach().clone() for p in learn.model[1].parameters()]
+    body_before = [p.detach().clone() for p in learn.model[0].parameters() if p.ndim == 4]
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1, 1e-3)
+    assert any(not torch.equal(a, b) for a, b in zip(head_before, learn.model[1].parameters()))
+    # Frozen: the body's convolutions stay as they were.
+    assert all(torch.equal(a, b) for a, b in zip(body_before, [p for p in learn.model[0].parameters() if p.ndim == 4]))
 
 
 def test_settings_per_profile():
