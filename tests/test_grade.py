@@ -1,6 +1,8 @@
 """`python -m autograder grade` on a small class: right, untouched, one mistake, broken, missing."""
 import csv
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,6 +17,9 @@ from autograder import grade, notebooks
 LESSON = "06_fill_level"
 ROOT = Path(__file__).resolve().parent.parent
 SEED_LOSS = "def fill_l1_loss(pred, target):\n    return torch.abs(pred - target).mean()\n"
+# The class is graded as if the machine had GPUs 7 and 9; three students print what their kernel was given.
+FAKE_GPUS = "7,9"
+SHOW_GPU = 'import os\nprint("visible GPUs: [" + os.environ.get("CUDA_VISIBLE_DEVICES", "none") + "]")'
 
 
 def _with_solution(nb, gid, source):
@@ -34,21 +39,27 @@ def graded(tmp_path_factory):
     subs = tmp_path_factory.mktemp("submissions")
     out = tmp_path_factory.mktemp("out")
     solution = notebooks.read(notebooks.source_path(LESSON))
-    _write(solution, subs / "alice" / LESSON / f"{LESSON}.ipynb")
-    shutil.copytree(ROOT / "lessons" / LESSON, subs / "bob" / LESSON)
-    _write(_with_solution(notebooks.read(notebooks.source_path(LESSON)), "fill_l1_loss", SEED_LOSS),
+    _write(_showing_gpu(solution), subs / "alice" / LESSON / f"{LESSON}.ipynb")
+    _write(_showing_gpu(notebooks.read(notebooks.release_path(LESSON))), subs / "bob" / LESSON / f"{LESSON}.ipynb")
+    _write(_showing_gpu(_with_solution(notebooks.read(notebooks.source_path(LESSON)), "fill_l1_loss", SEED_LOSS)),
            subs / "carol" / LESSON / f"{LESSON}.ipynb")
     broken = subs / "dave" / LESSON / f"{LESSON}.ipynb"
     broken.parent.mkdir(parents=True)
     broken.write_text(json.dumps(solution)[:5000])  # a notebook cut off mid-upload
     (subs / "erin" / LESSON).mkdir(parents=True)
     proc = subprocess.run([sys.executable, "-m", "autograder", "grade", str(subs), "--out", str(out), "--workers", "2"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=1500)
+                          capture_output=True, text=True, cwd=ROOT, timeout=1500,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": FAKE_GPUS})
     rows = list(csv.DictReader(open(out / "grades.csv")))
     by = defaultdict(dict)
     for r in rows:
         by[r["student_id"]][r["exercise"]] = r
     return proc, out, by, rows
+
+
+def _showing_gpu(nb):
+    nb.cells.append(nbformat.v4.new_code_cell(SHOW_GPU))
+    return nb
 
 
 def _total(by, student):
@@ -94,6 +105,21 @@ def test_malformed_and_missing_notebooks_are_reported_not_fatal(graded):
                                    ("erin", "missing", "expected 06_fill_level.ipynb")):
         assert all(r["status"] == status and float(r["score"]) == 0 for r in by[student].values())
         assert words in (out / "feedback" / student / f"{LESSON}.html").read_text()
+
+
+def test_each_worker_pins_one_gpu_for_its_kernels(graded):
+    """With GPUs 7 and 9, a worker gives all its kernels one of them, and the two workers take different ones.
+
+    No GPU is needed: the kernels only report the CUDA_VISIBLE_DEVICES they were started with.
+    """
+    _, out, _, _ = graded
+    seen = {}
+    for student in ("alice", "bob", "carol"):
+        page = (out / "feedback" / student / f"{LESSON}.html").read_text()
+        seen[student] = re.findall(r"visible GPUs: \[(\w+)\]", page)
+    assert all(len(v) == 1 and v[0] in FAKE_GPUS.split(",") for v in seen.values()), seen
+    # alice and bob are the first two submissions, graded at once by the two workers.
+    assert {seen["alice"][0], seen["bob"][0]} == set(FAKE_GPUS.split(",")), seen
 
 
 def test_feedback_pages_show_figures(graded):
