@@ -14,7 +14,9 @@ errors vanish, or read files. So the kernel is only asked what the student's fun
 3. :func:`verdicts` loads those files with ``torch.load(weights_only=True)`` (no code runs while
    loading) and judges them with the references, judges and known mistakes imported here.
 
-Exercises whose results are not plain data (a model, a matplotlib Axes, a dataset class) are
+Where a result is an object (a model, a prediction that must run without gradients), the spec's
+``observe`` reduces it in the kernel to plain data (layer sizes, flags, numbers) and the grader
+judges that. Exercises whose results resist this (a matplotlib Axes, a dataset class) are
 checked by ``run_check`` in the kernel, through the copy captured before any student code ran;
 that verdict only counts when the integrity report is clean. A static scan (:func:`static_flags`)
 and a runtime probe flag a function that calls the course's reference, or a library function

@@ -428,23 +428,12 @@ BOX_IOU = Spec(
 
 # ------------------------------------------------------------------------------ draw_box
 
-def _fresh_axes(made: list) -> Any:
-    """A new Axes on a new, pyplot-free Figure (nothing is shown), remembered in ``made``."""
+def _fresh_axes() -> Any:
+    """A new Axes on a new, pyplot-free Figure (nothing is shown), holding a 300x200 image."""
     from matplotlib.figure import Figure
 
     ax = Figure(figsize=(3, 3)).add_subplot()
     ax.imshow(np.zeros((200, 300, 3), np.uint8))
-    made.append(ax)
-    return ax
-
-
-def _axes_template() -> Any:
-    """The Axes a case carries. Every call copies its arguments, so each copy is a fresh Axes, recorded
-    in ``template._made``: the student's drawing first, then the reference's, then the known mistakes'."""
-    made: list = []
-    ax = _fresh_axes([])
-    ax._made = made
-    ax.__deepcopy__ = lambda memo: _fresh_axes(made)
     return ax
 
 
@@ -452,12 +441,24 @@ LABELS = ["dog", "person", "tvmonitor", "car", "pottedplant", "bird"]
 
 
 def _draw_cases(rng: np.random.Generator, device, n: int) -> list[Case]:
-    out = [Case((_axes_template(), np.array([40, 10, 150, 290]), "dog"), {}, "box=[40, 10, 150, 290], label='dog'")]
+    out = [Case((np.array([40, 10, 150, 290]), "dog"), {}, "box=[40, 10, 150, 290], label='dog'")]
     while len(out) < n:
         b = _voc_box(rng, floats=bool(rng.random() < 0.3))
         label = str(rng.choice(LABELS))
-        out.append(Case((_axes_template(), b, label), {}, f"box={np.asarray(b).round(2).tolist()}, label={label!r}"))
+        out.append(Case((b, label), {}, f"box={np.asarray(b).round(2).tolist()}, label={label!r}"))
     return out
+
+
+def _observe_drawing(fn, case) -> dict:
+    """Call ``fn(ax, box, label)`` on a fresh Axes and return what it drew there (see :func:`_drawn`).
+
+    Plain data, so the grader judges it outside the student's kernel; the student's code, the
+    reference and every known mistake each draw on their own Axes.
+    """
+    ax = _fresh_axes()
+    box, label = case.args
+    fn(ax, np.array(box, copy=True), label)
+    return _drawn(ax)
 
 
 def _outline(artist) -> tuple[bool, bool]:
@@ -521,10 +522,7 @@ def _compare_drawn(got: dict, want: dict) -> str | None:
 
 
 def _draw_judge(case, got, expected):
-    made = case.args[0]._made
-    if len(made) < 2:
-        return "could not find the drawing to compare"
-    return _compare_drawn(_drawn(made[0]), _drawn(made[-1]))
+    return _compare_drawn(got, expected)
 
 
 def _draw_with(ax, xy, w, h, label, text_xy=None, fill=False, rect_fx="both", text_fx="both"):
@@ -572,6 +570,7 @@ DRAW_BOX = Spec(
     reference=ref.draw_box,
     cases=_draw_cases,
     judge=_draw_judge,
+    observe=_observe_drawing,
     mistakes=[
         Mistake("no_bb_hw", _draw_no_bbhw,
                 "you passed the [top, left, bottom, right] box straight to Rectangle, which wants (x, y), width, "

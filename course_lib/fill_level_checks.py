@@ -190,28 +190,43 @@ def _model_cases(rng, device, n):
     return [Case((), {}, "build_fill_model()")]
 
 
-def _model_judge(case, got, expected):
+def _observe_model(fn, case) -> dict:
+    """What the judge needs to know about the model ``fn`` builds, as plain data (it travels to the grader)."""
     import torchvision
 
+    got = fn(*case.args, **case.kwargs)
     if not isinstance(got, nn.Module):
-        return f"expected a torch.nn.Module, got {describe(got)}"
-    if not isinstance(got, torchvision.models.ResNet):
-        return f"expected a torchvision ResNet (torchvision.models.resnet18), got {type(got).__name__}"
+        return {"module": False, "describe": describe(got)}
     fc = getattr(got, "fc", None)
-    if not isinstance(fc, nn.Linear):
-        return f"model.fc should be an nn.Linear, got {describe(fc)}"
-    if fc.out_features == 1000:
+    out = {"module": True, "resnet": isinstance(got, torchvision.models.ResNet), "type": type(got).__name__,
+           "fc": "Linear" if isinstance(fc, nn.Linear) else describe(fc)}
+    if isinstance(fc, nn.Linear):
+        out.update(in_features=fc.in_features, out_features=fc.out_features)
+    out["blocks"] = [len(getattr(got, f"layer{i}", ())) for i in range(1, 5)]
+    try:
+        got.eval()
+        with torch.no_grad():
+            out["output"] = list(got(torch.zeros(2, 3, 32, 32)).shape)
+    except Exception as e:  # judged below: the message says what broke
+        out["output"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+    return out
+
+
+def _model_judge(case, got, expected):
+    if not got["module"]:
+        return f"expected a torch.nn.Module, got {got['describe']}"
+    if not got["resnet"]:
+        return f"expected a torchvision ResNet (torchvision.models.resnet18), got {got['type']}"
+    if got["fc"] != "Linear":
+        return f"model.fc should be an nn.Linear, got {got['fc']}"
+    if got["out_features"] == 1000:
         return "model.fc still has the 1000 ImageNet classes: replace it with nn.Linear(512, 1)"
-    if fc.out_features != 1 or fc.in_features != 512:
-        return f"model.fc should map 512 features to 1 output, not {fc.in_features} -> {fc.out_features}"
-    n_blocks = [len(getattr(got, f"layer{i}")) for i in range(1, 5)]
-    if n_blocks != [2, 2, 2, 2]:
-        return f"that is not a resnet18 (blocks per stage {n_blocks}, resnet18 has [2, 2, 2, 2])"
-    got.eval()
-    with torch.no_grad():
-        out = got(torch.zeros(2, 3, 32, 32))
-    if tuple(out.shape) != (2, 1):
-        return f"for a batch [2, 3, 32, 32] the model should output [2, 1], got {list(out.shape)}"
+    if got["out_features"] != 1 or got["in_features"] != 512:
+        return f"model.fc should map 512 features to 1 output, not {got['in_features']} -> {got['out_features']}"
+    if got["blocks"] != [2, 2, 2, 2]:
+        return f"that is not a resnet18 (blocks per stage {got['blocks']}, resnet18 has [2, 2, 2, 2])"
+    if got["output"] != [2, 1]:
+        return f"for a batch [2, 3, 32, 32] the model should output [2, 1], got {got['output']}"
     return None
 
 
@@ -226,6 +241,7 @@ BUILD_FILL_MODEL = Spec(
     reference=None,  # fresh random weights every call: judged by structure
     cases=_model_cases,
     judge=_model_judge,
+    observe=_observe_model,
     mistakes=[Mistake("kept_head", _keeps_head, "replace model.fc = nn.Linear(model.fc.in_features, 1).")],
     n_visible=1,
     n_hidden=1,
@@ -262,29 +278,42 @@ class _Probe(nn.Module):
 
 
 def _predict_cases(rng, device, n):
+    # A case names its probe by seed instead of holding it: the probe records what the student's
+    # function did to it, so every run builds its own (see _observe_predict). The seed is a tensor
+    # so that it travels to the kernel's device, where the probe is then built.
     out = []
     for i in range(max(n, 2)):
-        model = _Probe(int(rng.integers(1 << 30))).to(device)
-        model.train()  # a student must switch to eval mode themselves
+        seed = torch.tensor(int(rng.integers(1 << 30)), device=device)
         lv = float(np.round(rng.random(), 3))
         img = ref.make_fill_image(lv, int(rng.integers(16, 80)))
-        out.append(Case((model, img), {}, f"a model in training mode, image of level {lv}"))
+        out.append(Case((img,), {"probe_seed": seed}, f"a model in training mode, image of level {lv}"))
     return out
 
 
+def _observe_predict(fn, case) -> dict:
+    """Run ``fn(model, image)`` on a fresh probe in training mode; report the answer and how the model ran."""
+    seed = case.kwargs["probe_seed"]
+    model = _Probe(int(seed)).to(seed.device)
+    model.train()  # a student must switch to eval mode themselves
+    got = fn(model, case.args[0].copy())
+    kind = "float" if isinstance(got, float) else "tensor" if isinstance(got, torch.Tensor) else "other"
+    # The probe is fresh, so its first forward pass is the student's.
+    return {"type": kind, "describe": describe(got), "value": got if kind == "float" else None,
+            "grad": bool(model.grad_seen and model.grad_seen[0])}
+
+
 def _predict_judge(case, got, expected):
-    model = case.args[0]
-    if isinstance(got, torch.Tensor):
-        return f"expected a Python float, got {describe(got)}: return out.item()"
-    if not isinstance(got, float):
-        return f"expected a float, got {describe(got)}"
-    # Each case has a fresh probe, so its first forward pass is the student's.
-    if model.grad_seen and model.grad_seen[0]:
+    if got["type"] == "tensor":
+        return f"expected a Python float, got {got['describe']}: return out.item()"
+    if got["type"] != "float":
+        return f"expected a float, got {got['describe']}"
+    if got["grad"]:
         return "the model ran with gradients enabled: wrap the forward pass in `with torch.no_grad():`"
-    if not 0.0 <= got <= 1.0:
-        return f"the prediction {got:.4f} is outside [0, 1]: clamp it"
-    if abs(got - expected) > 1e-4:
-        return f"expected {expected:.5f}, got {got:.5f}"
+    value = got["value"]
+    if not 0.0 <= value <= 1.0:
+        return f"the prediction {value:.4f} is outside [0, 1]: clamp it"
+    if abs(value - expected["value"]) > 1e-4:
+        return f"expected {expected['value']:.5f}, got {value:.5f}"
     return None
 
 
@@ -319,6 +348,7 @@ PREDICT_FILL = Spec(
     reference=ref.predict_fill,
     cases=_predict_cases,
     judge=_predict_judge,
+    observe=_observe_predict,
     mistakes=[
         Mistake("no_eval", _no_eval,
                 "call model.eval() before predicting: in training mode BatchNorm normalizes with the statistics of this "

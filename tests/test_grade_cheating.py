@@ -305,3 +305,29 @@ def test_an_old_notebook_format_is_converted_and_graded(tmp_path):
     assert json.loads(path.read_text())["nbformat"] == 3
     nb = notebooks.read(path)
     assert nb.nbformat == 4 and "fill_l1_loss_test" in [notebooks.grade_id(c) for c in nb.cells]
+
+
+def test_only_a_dataset_class_is_still_judged_in_the_kernel(tmp_path):
+    """Where each exercise of every lesson is decided. The plan sends the hidden cases to the kernel
+    unless they cannot travel; the kernel sends back plain data unless the answer cannot be reduced
+    to it (then run_check decides in the kernel, behind the guard). Both steps are replayed here with
+    the course's own implementation, course_lib/<topic>.py::<id>, in the student's place."""
+    import importlib
+
+    from course_lib.checks import get_spec, observe_cases
+
+    where = {}
+    for lesson in sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir()):
+        source = notebooks.read(notebooks.source_path(lesson))
+        _, plan = judge.instrument(copy.deepcopy(source), source, tmp_path / lesson)
+        for ex_id, ep in plan.exercises.items():
+            spec = get_spec(ex_id)
+            if ep.mode != "grader" or spec.kind == "answer":
+                where[ex_id] = ep.mode
+                continue
+            impl = getattr(importlib.import_module(spec.module.removesuffix("_checks")), ex_id)
+            where[ex_id] = "grader" if observe_cases(spec, impl, ep.cases)["portable"] else "kernel"
+    assert {ex_id for ex_id, w in where.items() if w == "kernel"} == {"ImageListDataset"}, where
+    # Models, a prediction that must run without gradients and a drawing are reduced to plain data.
+    for ex_id in ("replace_head", "train_model", "build_fill_model", "predict_fill", "draw_box"):
+        assert where[ex_id] == "grader", (ex_id, where[ex_id])
