@@ -69,8 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     errors = K.pixel_errors(preds, targs)
     # A mean offset close to the mean error says the model is off the same way on every frame of
     # the new person (a generalisation gap), not noisy.
-    offset = (K.from_unit_points(preds.reshape(-1, 2).float(), K.FRAME_SIZE)
-              - K.from_unit_points(targs.reshape(-1, 2).float(), K.FRAME_SIZE)).mean(dim=0)
+    offset = K.pixel_offsets(preds, targs).mean(dim=0)
     print(f"profile={args.profile}: held-out person ({len(dls.valid_ds)} frames of folder {args.hold_out}): "
           f"mean error {errors.mean():.2f} px, median {errors.median():.2f} px at 640x480, "
           f"mean offset (col, row) ({offset[0]:+.1f}, {offset[1]:+.1f}) px; "

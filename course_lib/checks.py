@@ -165,6 +165,21 @@ def describe(x: Any) -> str:
     return f"{type(x).__name__} {text if len(text) < 80 else text[:77] + '...'}"
 
 
+def output_shape(model: torch.nn.Module, x: torch.Tensor) -> list[int] | str:
+    """The shape of ``model(x)`` in eval mode without gradients, or the error it raised in one line.
+
+    Plain data either way, so an observer can send it to the grader; a model of the wrong
+    width fails here, and the error is then what the judge reports.
+    """
+    try:
+        with torch.no_grad():
+            model.eval()
+            return list(model(x).shape)
+    except Exception as e:
+        first = str(e).splitlines()[0][:120] if str(e) else ""
+        return f"{type(e).__name__}: {first}"
+
+
 def compare(got: Any, expected: Any, rtol: float = 1e-4, atol: float = 1e-5, exact_type: bool = True) -> str | None:
     """None when ``got`` matches ``expected``, else what differs (type, shape, dtype, device, values)."""
     if isinstance(expected, torch.Tensor):

@@ -290,16 +290,24 @@ def body_channels(arch: Callable, cut: int = -4) -> int:
     return convs[-1].out_channels
 
 
-def pixel_errors(preds: Tensor, targs: Tensor, size: Sequence[float] = FRAME_SIZE) -> Tensor:
-    """Distance in pixels between predicted and true points given in ``[-1, 1]`` coordinates.
+def pixel_offsets(preds: Tensor, targs: Tensor, size: Sequence[float] = FRAME_SIZE) -> Tensor:
+    """Prediction minus target in pixels, ``[N, 2]`` as ``(col, row)``, for points given in ``[-1, 1]``.
 
     ``preds`` and ``targs`` hold ``N`` points in any shape ending in 2 (``[N, 2]`` from the model,
-    ``[N, 1, 2]`` from ``PointBlock``). Returns a float tensor ``[N]``, measured in a
-    ``size = (width, height)`` image.
+    ``[N, 1, 2]`` from ``PointBlock``), measured in a ``size = (width, height)`` image.
     """
     p = torch.as_tensor(preds).as_subclass(Tensor).reshape(-1, 2).float()
     t = torch.as_tensor(targs).as_subclass(Tensor).reshape(-1, 2).float().to(p.device)
-    return (from_unit_points(p, size) - from_unit_points(t, size)).norm(dim=1)
+    return from_unit_points(p, size) - from_unit_points(t, size)
+
+
+def pixel_errors(preds: Tensor, targs: Tensor, size: Sequence[float] = FRAME_SIZE) -> Tensor:
+    """Distance in pixels between predicted and true points given in ``[-1, 1]`` coordinates.
+
+    Shapes as in :func:`pixel_offsets`. Returns a float tensor ``[N]``, measured in a
+    ``size = (width, height)`` image.
+    """
+    return pixel_offsets(preds, targs, size).norm(dim=1)
 
 
 def pixel_error(preds: Tensor, targs: Tensor, size: Sequence[float] = FRAME_SIZE) -> float:
