@@ -33,19 +33,26 @@ def grader_version() -> str:
 
 
 def submission_key(sub, opts) -> str:
+    """The hash that says whether a submission must be graded again: its files exactly as the grader reads
+    them (no links followed, sizes bounded: :func:`autograder.read.student_files`), the lesson's source, the
+    grader's code and the options that change a grade (``--no-sandbox`` among them)."""
+    from autograder.read import MAX_NOTEBOOK_BYTES, read_bytes, student_files
+
     h = hashlib.sha256()
     h.update(grader_version().encode())
-    h.update(json.dumps([opts.profile, opts.cell_timeout, opts.memory_mb, opts.output_limit]).encode())
+    h.update(json.dumps([opts.profile, opts.cell_timeout, opts.memory_mb, opts.output_limit,
+                         getattr(opts, "sandbox", True)]).encode())
     src = notebooks.source_path(sub.lesson)
     h.update(src.read_bytes() if src.exists() else b"")
-    folder = sub.path.parent if sub.path is not None else None
-    if folder is not None and folder.is_dir():
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            h.update(str(path.relative_to(folder)).encode() + b"\0")
-            try:
-                h.update(path.read_bytes())
-            except OSError:
-                h.update(b"<unreadable>")
+    if sub.path is not None:
+        try:
+            h.update(read_bytes(sub.path, MAX_NOTEBOOK_BYTES))
+        except (OSError, notebooks.NotebookError) as e:
+            h.update(f"<unreadable: {e}>".encode())
+        files, skipped = student_files(sub.path.parent)
+        for name in sorted(files):
+            h.update(name.encode() + b"\0" + files[name])
+        h.update(json.dumps(skipped).encode())
     h.update(sub.problem.encode())
     return h.hexdigest()
 

@@ -34,44 +34,47 @@ FRESH_COPY = ("Open it in JupyterLab; if it does not open, download a fresh copy
               "paste your answers back in, save and resubmit.")
 
 
-def read(path: Path) -> nbformat.NotebookNode:
+def read(path: Path, max_bytes: int | None = None) -> nbformat.NotebookNode:
     """Read and validate a notebook, turning every way it can be broken into one clear message.
 
     A submission (a notebook in ``<student>/<lesson>/``) must also be that lesson's notebook.
+    The file is read without following a link and only up to ``max_bytes`` (default
+    :data:`autograder.read.MAX_NOTEBOOK_BYTES`): see :func:`autograder.read.read_bytes`.
     """
+    # Imported here: autograder.read imports this module (NotebookError, lessons).
+    from autograder.read import MAX_NOTEBOOK_BYTES, read_bytes
+
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise NotebookError(f"{path.name} was not found.") from None
-    except OSError as e:
-        raise NotebookError(f"{path.name} could not be read ({type(e).__name__}: {e}).") from None
+    raw = read_bytes(path, MAX_NOTEBOOK_BYTES if max_bytes is None else max_bytes)
     if not raw.strip():
-        raise NotebookError(f"{path.name} is empty (0 bytes of notebook): the upload failed or the file was never saved. "
-                            + FRESH_COPY)
+        raise NotebookError(f"{path.name} is empty (0 bytes of notebook): the upload failed or the file was never "
+                            "saved. " + FRESH_COPY)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise NotebookError(f"{path.name} is not a readable notebook: it is not text (a binary file, or a damaged upload). "
-                            + FRESH_COPY) from None
+        raise NotebookError(f"{path.name} is not a readable notebook: it is not text (a binary file, or a damaged "
+                            "upload). " + FRESH_COPY) from None
     try:
         data = json.loads(text)
     except ValueError as e:
         raise NotebookError(f"{path.name} is not a readable notebook: it is not valid JSON ({str(e)[:120]}), "
                             "as when a file is cut off mid-upload or edited by hand. " + FRESH_COPY) from None
     if not isinstance(data, dict) or ("cells" not in data and "worksheets" not in data):
-        raise NotebookError(f"{path.name} is not a readable notebook: it is JSON, but not a Jupyter notebook. " + FRESH_COPY)
+        raise NotebookError(f"{path.name} is not a readable notebook: it is JSON, but not a Jupyter notebook. "
+                            + FRESH_COPY)
     version = data.get("nbformat")
     try:
         nb = nbformat.reads(text, as_version=4)
     except Exception as e:
-        old = f" It was saved in notebook format {version}, which is too old to convert." if isinstance(version, int) and version < 4 else ""
+        old = (f" It was saved in notebook format {version}, which is too old to convert."
+               if isinstance(version, int) and version < 4 else "")
         raise NotebookError(f"{path.name} is not a readable notebook ({type(e).__name__}: {str(e)[:200]}).{old} "
                             + FRESH_COPY) from None
     try:
         nbformat.validate(nb)
     except nbformat.ValidationError as e:
-        raise NotebookError(f"{path.name} is not a valid notebook: {e.message[:200]}. Re-save it from JupyterLab and resubmit.") from None
+        raise NotebookError(f"{path.name} is not a valid notebook: {e.message[:200]}. "
+                            "Re-save it from JupyterLab and resubmit.") from None
     _check_lesson(nb, path)
     return nb
 
@@ -143,7 +146,8 @@ def exercises(source: nbformat.NotebookNode) -> list[Exercise]:
 
 # ------------------------------------------------------------------------------- restore
 
-def _norm(text: str) -> str:
+def normalized(text: str) -> str:
+    """A cell's text with blank lines and indentation differences gone, to recognise a cell by its content."""
     return "\n".join(ln.strip() for ln in (text or "").splitlines() if ln.strip())
 
 
@@ -171,7 +175,7 @@ def _hidden_checks(cell) -> list[str]:
     text = cell.get("source", "")
     if "### BEGIN HIDDEN TESTS" in text:
         text = text.split("### BEGIN HIDDEN TESTS", 1)[1].split("### END HIDDEN TESTS", 1)[0]
-    return [_norm(ln) for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    return [normalized(ln) for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
 
 
 def _is_selfcheck(cell, ex_id: str) -> bool:
@@ -208,18 +212,18 @@ def restore(student: nbformat.NotebookNode, source: nbformat.NotebookNode,
     texts = {}
     for g in order:
         for c in (src[g], rel.get(g)):
-            if c is not None and _norm(c.source):
-                texts.setdefault(_norm(c.source), g)
+            if c is not None and normalized(c.source):
+                texts.setdefault(normalized(c.source), g)
     hidden = {line: g for g in tests for line in _hidden_checks(src[g])}
 
     def identify(cell) -> tuple[str | None, str]:
         g = grade_id(cell)
         if g in src:
             return g, "meta"
-        text = _norm(cell.get("source", ""))
+        text = normalized(cell.get("source", ""))
         if text in texts:
             return texts[text], "content"
-        lines = [_norm(ln) for ln in cell.get("source", "").splitlines() if ln.strip() and not ln.strip().startswith("#")]
+        lines = [normalized(ln) for ln in cell.get("source", "").splitlines() if ln.strip() and not ln.strip().startswith("#")]
         if lines and all(line in hidden for line in lines) and len({hidden[line] for line in lines}) == 1:
             return hidden[lines[0]], "content"  # a test cell whose metadata is gone
         if cell.get("cell_type") == "code":

@@ -1,4 +1,4 @@
-"""What the instructor reads after grading: ``totals.csv`` and a class report (HTML).
+"""What the instructor reads after grading: a class report (HTML); ``totals.csv`` is :mod:`autograder.write`'s.
 
 The report shows, per lesson and exercise, the score distribution as a plot and the
 most common diagnoses, then every submission that timed out, crashed, ran out of memory,
@@ -8,38 +8,16 @@ page is one file that can be mailed or archived.
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
-import os
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
-TOTAL_FIELDS = ["student_id", "lesson", "score", "max_score", "status"]
-OK = "ok"
-
-
-def totals(entries: list[dict]) -> list[dict]:
-    """One row per student and lesson: points, possible points (as nbgrader's export) and status."""
-    out = []
-    for e in entries:
-        out.append({"student_id": e["student_id"], "lesson": e["lesson"],
-                    "score": round(sum(float(r["score"]) for r in e["rows"]), 6),
-                    "max_score": round(sum(float(r["max_score"]) for r in e["rows"]), 6),
-                    "status": e.get("status", OK)})
-    return sorted(out, key=lambda t: (t["student_id"], t["lesson"]))
-
-
-def write_totals(entries: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=TOTAL_FIELDS)
-        w.writeheader()
-        for row in totals(entries):
-            w.writerow({**row, "score": f"{row['score']:g}", "max_score": f"{row['max_score']:g}"})
-    os.replace(tmp, path)
+from autograder.status import Status, seriousness
+# totals.csv is written by autograder.write; write_totals is imported from here by grade.py until it
+# imports it from there.
+from autograder.write import totals, unsandboxed, write_atomic, write_totals  # noqa: F401
 
 
 def _png(fig) -> str:
@@ -89,11 +67,17 @@ def render(entries: list[dict]) -> str:
              ".ex{display:inline-block;margin:0 1em 1em 0;vertical-align:top;max-width:33em}</style></head><body>",
              f"<h1>Class report</h1><p>{len({e['student_id'] for e in entries})} students, "
              f"{len(entries)} submissions.</p>"]
+    bare = unsandboxed(entries)
+    if bare:
+        parts.append(f"<p style='border:2px solid #c00;padding:4px'><b>{len(bare)} submission(s) were graded without "
+                     "a sandbox</b> (<code>--no-sandbox</code>): student code ran as the grader's own user and could "
+                     "read and write what the grader can. Regrade them on a machine where sandboxes can be made "
+                     "before relying on these grades.</p>")
     for lesson in sorted(by_lesson):
         subs = by_lesson[lesson]
         tot = totals(subs)
         possible = max((t["max_score"] for t in tot), default=0)
-        statuses = Counter(t["status"] for t in tot)
+        statuses = Counter(str(t["status"]) for t in tot)
         parts.append(f"<h2>{html.escape(lesson)}</h2><p>{len(subs)} submissions; mean "
                      f"{sum(t['score'] for t in tot) / max(1, len(tot)):.2f} / {possible:g}; "
                      + ", ".join(f"{html.escape(s)}: {n}" for s, n in sorted(statuses.items())) + "</p>")
@@ -104,19 +88,22 @@ def render(entries: list[dict]) -> str:
                 rows_by_ex[r["exercise"]].append(r)
         for ex, rows in rows_by_ex.items():
             pts = max(float(r["max_score"]) for r in rows)
-            passed = sum(1 for r in rows if r["status"] == "passed")
-            common = Counter(f"{r['status']}: {diagnosis(r.get('message', ''))}" for r in rows if r["status"] != "passed")
+            passed = sum(1 for r in rows if r["status"] == Status.PASSED)
+            common = Counter(f"{r['status']}: {diagnosis(r.get('message', ''))}"
+                             for r in rows if r["status"] != Status.PASSED)
             diag = "".join(f"<tr><td>{n}</td><td>{html.escape(m)}</td></tr>" for m, n in common.most_common(5))
             parts.append(f"<div class='ex'><h3><code>{html.escape(ex)}</code> ({passed}/{len(rows)} passed)</h3>"
                          + _histogram([float(r["score"]) for r in rows], pts, ex)
-                         + (f"<table><tr><th>students</th><th>most common diagnoses</th></tr>{diag}</table>" if diag else "")
+                         + (f"<table><tr><th>students</th><th>most common diagnoses</th></tr>{diag}</table>"
+                            if diag else "")
                          + "</div>")
-        trouble = [e for e in subs if e.get("status", OK) != OK]
+        trouble = [e for e in subs if e.get("status", Status.OK) != Status.OK]
         if trouble:
+            # Most serious first (status.PROBLEMS): flagged and missing work needs a person before a timeout does.
             parts.append("<h3>Submissions that timed out, crashed, were missing, unreadable or flagged</h3>"
                          "<table><tr><th>student</th><th>status</th><th>what happened</th></tr>")
-            for e in sorted(trouble, key=lambda e: (e["status"], e["student_id"])):
-                parts.append(f"<tr><td>{html.escape(e['student_id'])}</td><td>{html.escape(e['status'])}</td>"
+            for e in sorted(trouble, key=lambda e: (seriousness(e["status"]), str(e["status"]), e["student_id"])):
+                parts.append(f"<tr><td>{html.escape(str(e['student_id']))}</td><td>{html.escape(str(e['status']))}</td>"
                              f"<td>{html.escape(_first_line(e.get('detail', ''), 300))}</td></tr>")
             parts.append("</table>")
     parts.append("</body></html>")
@@ -124,7 +111,4 @@ def render(entries: list[dict]) -> str:
 
 
 def write_report(entries: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render(entries), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, render(entries))
