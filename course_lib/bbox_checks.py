@@ -1,6 +1,7 @@
 """Check specs for lesson 05_bbox: cases, judges and known wrong answers."""
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable
 
 import numpy as np
@@ -169,7 +170,13 @@ def _anno(rng: np.random.Generator, k: int) -> list[tuple[np.ndarray, int]]:
     return [(_voc_box(rng, floats=False), int(rng.integers(1, 21))) for _ in range(k)]
 
 
+def _no_objects() -> Case:
+    # A new list each time: nothing a call does to it can reach another case.
+    return Case(([],), {}, "an image without objects: annotations=[]")
+
+
 def _largest_cases(rng: np.random.Generator, device, n: int) -> list[Case]:
+    # Edge cases first: an image without objects must be refused with an error of the function's own.
     fixed = [
         # One object: itself.
         [(np.array([10, 20, 60, 90]), 12)],
@@ -182,14 +189,63 @@ def _largest_cases(rng: np.random.Generator, device, n: int) -> list[Case]:
         # A tie: the first of the two equal areas.
         [(np.array([100, 100, 110, 120]), 5), (np.array([0, 0, 10, 20]), 6), (np.array([5, 5, 8, 8]), 1)],
     ]
-    out = [Case((a,), {}, f"{len(a)} objects, areas {[_area(b) for b, _ in a]}") for a in fixed]
+    out = [_no_objects()] + [Case((a,), {}, f"{len(a)} objects, areas {[_area(b) for b, _ in a]}") for a in fixed]
     while len(out) < n:
         a = _anno(rng, int(rng.integers(1, 6)))
         out.append(Case((a,), {}, f"{len(a)} objects, areas {[_area(b) for b, _ in a]}"))
-    return out[:max(n, 4)]
+    return out[:max(n, 5)]
+
+
+def _observe_largest(fn, case) -> Any:
+    """``fn(annotations)``; on an image without objects, how the call ended, as plain data.
+
+    With objects: the return value itself (an error propagates, as from a plain call). Without:
+    ``{"raised": type name, "is_value_error": bool, "message": str(error)}`` or
+    ``{"returned": describe(value)}``: raising is the right answer there, and the grader, in
+    another process, must see which error and which words. NotImplementedError propagates, so
+    an unfinished exercise gets the usual "not implemented yet".
+    """
+    args, kwargs = copy.deepcopy(case.args), copy.deepcopy(case.kwargs)
+    if len(case.args[0]) != 0:
+        return fn(*args, **kwargs)
+    try:
+        got = fn(*args, **kwargs)
+    except NotImplementedError:
+        raise
+    except Exception as e:
+        return {"raised": type(e).__name__, "is_value_error": isinstance(e, ValueError), "message": str(e)}
+    return {"returned": describe(got)}
+
+
+_PYTHON_EMPTY_ERRORS = ("empty", "out of range", "unpack", "NoneType")
+
+
+def _python_words(text: str) -> bool:
+    """Whether a ValueError's message is Python's own (max() of an empty list, unpacking...), not the student's."""
+    return not text or any(w in text for w in _PYTHON_EMPTY_ERRORS[1:]) or text.startswith(("max()", "min()"))
+
+
+def _no_objects_why(obs: Any) -> str | None:
+    """What is wrong with how ``largest_object([])`` ended (an observation of :func:`_observe_largest`), or None."""
+    if not isinstance(obs, dict) or not ("returned" in obs or "raised" in obs):
+        return f"expected an observation of largest_object([]), got {describe(obs)}"
+    if "returned" in obs:
+        return (f"returned {obs['returned']}; an image without objects has no largest one: "
+                "raise ValueError with a message that says so")
+    text = str(obs.get("message", ""))
+    if obs.get("is_value_error"):
+        if _python_words(text):
+            return (f"raised ValueError({text!r}), Python's own words, which say nothing about images: check for an "
+                    "empty list first and raise ValueError with a message saying the image has no objects")
+        return None
+    return (f"raised {obs['raised']}({text!r}); check for an empty list first and raise ValueError with a message "
+            "saying the image has no objects")
 
 
 def _largest_judge(case, got, expected):
+    if len(case.args[0]) == 0:
+        # Judged against the rule, not the reference's words: any message of the student's own will do.
+        return _no_objects_why(got)
     if isinstance(got, np.ndarray):
         return "you returned only the box: return the whole (box, category) pair"
     if isinstance(got, (int, np.integer)):
@@ -207,6 +263,21 @@ def _largest_judge(case, got, expected):
             return f"expected object {e} ({e_box.tolist()}, {e_cat}), got {describe(got)}, which is not one of the annotations"
         return f"expected object {e} (area {areas[e]:g}), got object {g} (area {areas[g]:g})"
     return None
+
+
+def _refuses_empty(pick: Callable) -> Callable:
+    """A known wrong picking rule that, like the reference, refuses an image without objects.
+
+    The empty image comes first in the cases; without this every rule would fail there, on
+    Python's own error, and never reach the cases that name its mistake.
+    """
+    def impl(annotations):
+        if len(annotations) == 0:
+            return ref.largest_object(annotations)
+        return pick(annotations)
+
+    impl.__name__ = impl.__qualname__ = pick.__name__
+    return impl
 
 
 def _largest_min(annotations):
@@ -242,50 +313,44 @@ LARGEST_OBJECT = Spec(
     reference=ref.largest_object,
     cases=_largest_cases,
     judge=_largest_judge,
+    observe=_observe_largest,
     mistakes=[
-        Mistake("plus_one", _largest_plus_one,
+        Mistake("plus_one", _refuses_empty(_largest_plus_one),
                 "measure the area as the rest of the lesson does, (bottom - top) * (right - left), without +1: "
                 "it differs from the json's w*h for thin boxes."),
-        Mistake("bottom_right", _largest_br,
+        Mistake("bottom_right", _refuses_empty(_largest_br),
                 "bottom * right is not an area: the height is bottom - top and the width right - left "
                 "(in the seed: np.prod(b[-2:] - b[:2]))."),
-        Mistake("perimeter", _largest_perimeter, "you compared height + width; the area is height * width."),
-        Mistake("first", _largest_first, "you returned the first annotation; compare the areas of all of them."),
-        Mistake("last_tie", _largest_last_tie,
+        Mistake("perimeter", _refuses_empty(_largest_perimeter),
+                "you compared height + width; the area is height * width."),
+        Mistake("first", _refuses_empty(_largest_first),
+                "you returned the first annotation; compare the areas of all of them."),
+        Mistake("last_tie", _refuses_empty(_largest_last_tie),
                 "on a tie you kept the last object; keep the first (use > rather than >=, or max/sorted, which keep the first)."),
-        Mistake("min", _largest_min, "you picked the smallest object: sort with reverse=True, or use max instead of min."),
+        Mistake("min", _refuses_empty(_largest_min),
+                "you picked the smallest object: sort with reverse=True, or use max instead of min."),
     ],
     n_visible=6,
     n_hidden=30,
 )
 
-_PYTHON_EMPTY_ERRORS = ("empty", "out of range", "unpack", "NoneType")
-
 
 def check_no_objects(fn: Callable, hidden: bool = False) -> None:
     """Check that ``largest_object`` refuses an image without annotations with a clear error of its own.
 
-    Prints the verdict, or with ``hidden=True`` raises :class:`CheckFailed` when it is wrong.
+    Prints the verdict, or with ``hidden=True`` raises :class:`CheckFailed` when it is wrong. The
+    spec's first case is the same check (same words); this one-liner is the self-check's.
     """
     try:
-        got = fn([])
+        obs = _observe_largest(fn, _no_objects())
     except NotImplementedError:
         msg = "✗ largest_object([]): not implemented yet."
-    except ValueError as e:
-        text = str(e)
-        if not text or any(w in text for w in _PYTHON_EMPTY_ERRORS[1:]) or text.startswith(("max()", "min()")):
-            msg = (f"✗ largest_object([]): raised ValueError({text!r}), Python's own words, which say nothing about "
-                   "images: check for an empty list first and raise ValueError with a message saying the image has no objects.")
-        else:
-            msg = f"✓ largest_object([]): raises ValueError({text!r})."
-            print(msg)
-            return
-    except Exception as e:
-        msg = (f"✗ largest_object([]): raised {type(e).__name__}({str(e)!r}); check for an empty list first and raise "
-               "ValueError with a message saying the image has no objects.")
     else:
-        msg = (f"✗ largest_object([]): returned {describe(got)}; an image without objects has no largest one: "
-               "raise ValueError with a message that says so.")
+        why = _no_objects_why(obs)
+        if why is None:
+            print(f"✓ largest_object([]): raises ValueError({obs['message']!r}).")
+            return
+        msg = f"✗ largest_object([]): {why}."
     if hidden:
         raise CheckFailed(msg)
     print(msg)

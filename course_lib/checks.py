@@ -9,13 +9,20 @@ what a student sees while working is exactly what the grader will hold them to.
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
+import contextvars
 import copy
 import importlib
 import inspect
+import os
+import shutil
+import tempfile
 import traceback
 import types
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -269,8 +276,10 @@ def isolate(fn: Callable, ids: Iterable[str]) -> Callable:
     specs = registry()
     glb = dict(fn.__globals__)
     for name in names:
-        if specs[name].reference is not None:
-            glb[name] = specs[name].reference
+        ref = specs[name].reference
+        # A reference hidden from the judging process (the exercise being judged) is never substituted.
+        if ref is not None and not getattr(ref, "__course_stub__", False):
+            glb[name] = ref
     new = types.FunctionType(fn.__code__, glb, fn.__name__, fn.__defaults__, fn.__closure__)
     new.__kwdefaults__ = fn.__kwdefaults__
     return new
@@ -466,10 +475,16 @@ def from_portable(x: Any) -> Any:
     return x
 
 
+class CaseTimeout(BaseException):
+    """Raised into a student's function that ran past its case's time limit (a BaseException, so that a
+    student's ``except Exception`` does not swallow it; one that catches everything is stopped from outside)."""
+
+
 def _raised(e: BaseException) -> dict:
     return {PORTABLE_KEY: "raised", "type": type(e).__name__,
             "line": traceback.format_exception_only(type(e), e)[-1].strip(),
             "not_implemented": _not_implemented(e),
+            "timeout": isinstance(e, CaseTimeout),
             "type_error_argument": isinstance(e, TypeError) and "argument" in str(e)}
 
 
@@ -498,12 +513,12 @@ def _tensor_devices(x: Any, _depth: int = 0) -> set[str]:
 
 
 def observe_cases(spec: Spec, obj: Any, cases: Sequence[Case] | None = None,
-                  device: torch.device | str | None = None) -> dict:
+                  device: torch.device | str | None = None, guard: Callable[[int], Any] | None = None) -> dict:
     """Kernel side: what the student's ``obj`` gives on each case, as plain data.
 
     Stops at the first case that raises, as :func:`run_check` does. ``{"portable": False}``
-    when an answer cannot be sent as plain data (the grader then falls back to a check run
-    in the kernel).
+    when an answer cannot be sent as plain data. ``guard(i)``, when given, is a context manager
+    around the call on case ``i`` (the judging process uses it for each case's time limit).
     """
     if spec.kind == "answer":
         try:
@@ -521,8 +536,9 @@ def observe_cases(spec: Spec, obj: Any, cases: Sequence[Case] | None = None,
         if device.type != "cpu":
             case = Case(_to_device(case.args, device), _to_device(case.kwargs, device), case.label)
         try:
-            got = spec.run(fn, case)
-        except Exception as e:
+            with guard(len(out)) if guard is not None else contextlib.nullcontext():
+                got = spec.run(fn, case)
+        except BaseException as e:  # SystemExit and the time limit too: whatever stops the call is its result
             out.append(_raised(e))
             break
         try:
@@ -533,8 +549,13 @@ def observe_cases(spec: Spec, obj: Any, cases: Sequence[Case] | None = None,
     return {"portable": True, "kind": "function", "observations": out, "device": device.type, "devices": devices}
 
 
-def judge_observations(spec: Spec, cases: Sequence[Case], observed: dict, device_type: str = "cpu") -> CheckResult:
-    """Grader side: the verdict :func:`run_check` would give, from what :func:`observe_cases` saw."""
+def judge_observations(spec: Spec, cases: Sequence[Case], observed: dict, device_type: str = "cpu",
+                       expected: Sequence[Any] | None = None) -> CheckResult:
+    """Grader side: the verdict :func:`run_check` would give, from what :func:`observe_cases` saw.
+
+    ``expected``: the reference's answers on ``cases``, when the caller already has them (the grader
+    times the reference on each case to set the student's time limits).
+    """
     judge = _judge_of(spec)
     if spec.kind == "answer":
         return _answer_result(spec, judge, from_portable(observed.get("value")))
@@ -549,17 +570,25 @@ def judge_observations(spec: Spec, cases: Sequence[Case], observed: dict, device
         if _is_raised(obs):
             if obs.get("not_implemented"):
                 return _not_implemented_result(spec, i)
+            if obs.get("timeout"):
+                return CheckResult(spec.id, False, i - 1, f"✗ {spec.id}: {where} ran past its time limit and was stopped: "
+                                   "look for a loop that never ends, or work far bigger than the case needs.")
             return _raised_result(spec, i, where, obs.get("line", ""), bool(obs.get("type_error_argument")))
         got = from_portable(obs)
         ran_on = observed.get("device", "cpu")
         left_on = (observed.get("devices") or [[]] * len(observations))[i - 1]
-        if ran_on != "cpu" and any(d != ran_on for d in left_on):
+        # Only inputs that are tensors say where a result belongs: a tensor made from a file, a
+        # list or an int (get_ctr, one_hot, load_batch, a Dataset's items) rightly starts on the CPU.
+        if ran_on != "cpu" and _tensor_devices((case.args, case.kwargs)) and any(d != ran_on for d in left_on):
             return CheckResult(spec.id, False, i - 1, f"✗ {spec.id}: {where}: your result is on "
                                f"{', '.join(d for d in left_on if d != ran_on)} but the inputs were on {ran_on}: "
                                "keep it on the inputs' device.")
-        expected = spec.expected(case) if spec.reference is not None else None
+        if expected is not None:
+            want = expected[i - 1]
+        else:
+            want = spec.expected(case) if spec.reference is not None else None
         try:
-            why = judge(case, got, expected)
+            why = judge(case, got, want)
         except Exception as e:  # a judge tripping over a strange answer: the answer is wrong
             why = f"could not judge your result ({type(e).__name__}: {e}); got {describe(got)}"
         if why is not None:
@@ -567,9 +596,76 @@ def judge_observations(spec: Spec, cases: Sequence[Case], observed: dict, device
     return _passed_result(spec, len(cases), observed.get("device", device_type))
 
 
-def hidden_cases(spec: Spec, seed: int, device: torch.device | None = None) -> list[Case]:
-    """The hidden cases of ``spec`` for a secret ``seed`` (drawn by the grader for each run)."""
+def hidden_cases(spec: Spec, seed: int, device: torch.device | None = None,
+                 folder: str | os.PathLike | None = None) -> list[Case]:
+    """The hidden cases of ``spec`` for a secret ``seed`` (drawn by the grader for each run).
+
+    ``folder``: where cases that need files (images, pose files) write them, through
+    :func:`case_dir`; the grader passes a folder the judging process can read. Without it, a
+    temporary folder of this process, removed when it exits.
+    """
     if spec.kind == "answer" or spec.cases is None:
         return []
     rng = np.random.default_rng(seed)
-    return spec.cases(rng, device or torch.device("cpu"), spec.n_hidden)
+    with case_folder(folder) if folder is not None else contextlib.nullcontext():
+        return spec.cases(rng, device or torch.device("cpu"), spec.n_hidden)
+
+
+# ------------------------------------------------------------------ files that cases need
+#
+# Some cases are files (images for a Dataset, pose files for get_ctr). The grader makes the
+# cases in its own process and the judging process, under another uid, opens the files; so
+# the grader chooses where they go (``case_folder``) and they are written readable by all.
+
+_CASE_FOLDER: contextvars.ContextVar[Path | None] = contextvars.ContextVar("course_case_folder", default=None)
+_process_tmp: dict[int, Path] = {}  # pid -> its own temporary folder; a forked child makes its own
+FOLDER_MODE, FILE_MODE = 0o755, 0o644
+
+
+@contextlib.contextmanager
+def case_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Within it, :func:`case_dir` makes its folders under ``path``.
+
+    ``path`` and any missing parent are created 0755 (an existing folder keeps its mode). Nothing
+    there is removed afterwards: the folder belongs to whoever chose it.
+    """
+    folder = Path(path)
+    for missing in reversed([p for p in (folder, *folder.parents) if not p.exists()]):
+        missing.mkdir(exist_ok=True)
+        missing.chmod(FOLDER_MODE)  # whatever the umask: the judging process's uid walks through it
+    token = _CASE_FOLDER.set(folder)
+    try:
+        yield folder
+    finally:
+        _CASE_FOLDER.reset(token)
+
+
+def _remove_process_tmp(pid: int) -> None:
+    # A forked child inherits this handler: only the process that made the folder removes it.
+    if os.getpid() == pid and pid in _process_tmp:
+        shutil.rmtree(_process_tmp.pop(pid), ignore_errors=True)
+
+
+def _tmp_root() -> Path:
+    pid = os.getpid()
+    root = _process_tmp.get(pid)
+    if root is None or not root.is_dir():
+        root = Path(tempfile.mkdtemp(prefix=f"course_cases_{pid}_"))
+        root.chmod(FOLDER_MODE)
+        if pid not in _process_tmp:
+            atexit.register(_remove_process_tmp, pid)
+        _process_tmp[pid] = root
+    return root
+
+
+def case_dir(prefix: str) -> Path:
+    """A fresh, empty folder (mode 0755) for one call of a case generator.
+
+    Under the folder of the innermost :func:`case_folder`, else under a temporary folder of
+    this process that is removed when it exits. Generators write their files there with
+    mode 0644, so that a judging process running under another uid can read them.
+    """
+    base = _CASE_FOLDER.get() or _tmp_root()
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    path.chmod(FOLDER_MODE)
+    return path

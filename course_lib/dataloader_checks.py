@@ -1,17 +1,14 @@
 """Check specs for lesson 01_dataloader: cases, judges and known wrong answers."""
 from __future__ import annotations
 
-import atexit
-import os
-import shutil
-import tempfile
+import copy
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from course_lib import dataloader as ref
-from course_lib.checks import Case, Mistake, Spec, compare, describe
+from course_lib.checks import FILE_MODE, Case, Mistake, Spec, case_dir, compare, describe
 from course_lib.data.pascal import VOC_CLASSES
 
 
@@ -219,18 +216,6 @@ SPLITTER = Spec(
 
 # ------------------------------------------------------------------------------------ ImageListDataset
 
-_case_dir: Path | None = None
-
-
-def _images_dir() -> Path:
-    """A private folder of small test images for this process, removed when it exits."""
-    global _case_dir
-    if _case_dir is None or not _case_dir.is_dir():
-        _case_dir = Path(tempfile.mkdtemp(prefix=f"course_dataloader_{os.getpid()}_"))
-        atexit.register(shutil.rmtree, _case_dir, True)
-    return _case_dir
-
-
 def _write_image(rng: np.random.Generator, folder: Path, k: int) -> Path:
     """A small random image; some grayscale and some PNG, so files that are not RGB JPEGs come up too."""
     from PIL import Image
@@ -243,6 +228,7 @@ def _write_image(rng: np.random.Generator, folder: Path, k: int) -> Path:
         img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), mode="RGB")
     path = folder / f"img_{k:03d}.{'png' if kind in (1, 2) else 'jpg'}"
     img.save(path)
+    path.chmod(FILE_MODE)  # the judging process, under another uid, opens it
     return path
 
 
@@ -259,7 +245,7 @@ class _ToTensorResized:
 
 
 def _dataset_cases(rng, device, n):
-    folder = Path(tempfile.mkdtemp(dir=_images_dir()))
+    folder = case_dir("ImageListDataset_")
     out = []
     for i in range(max(n, 3)):
         k = int(rng.integers(2, 9))
@@ -271,42 +257,91 @@ def _dataset_cases(rng, device, n):
     return out
 
 
-def _normal(x):
-    """An item's image or label in a form that can be compared."""
+def _plain_part(x):
+    """An item's image or label as plain data that the grader can load without running code.
+
+    A PIL image becomes ``{"kind": "PIL", "mode", "size": [w, h], "pixels"}`` with ``pixels`` the
+    uint8 tensor of ``np.asarray(image)`` ([h, w] or [h, w, c]); for modes whose pixels are not
+    bytes ("I", "F", "1"...) the raw bytes, flat, plus their numpy "dtype" and "shape". A tensor
+    stays a tensor (on the CPU), a numpy integer becomes an int, numbers, strings and None stay.
+    Anything else is described in words: it is wrong anyway, and the message only names it.
+    """
     from PIL import Image
 
     if isinstance(x, Image.Image):
-        return ("PIL", x.mode, tuple(x.size), np.asarray(x).tobytes())
+        arr = np.asarray(x)
+        out = {"kind": "PIL", "mode": str(x.mode), "size": [int(v) for v in x.size]}
+        if arr.dtype == np.uint8:
+            out["pixels"] = torch.from_numpy(np.ascontiguousarray(arr).copy())
+        else:
+            out.update(pixels=torch.from_numpy(np.frombuffer(arr.tobytes(), np.uint8).copy()),
+                       dtype=str(arr.dtype), shape=list(arr.shape))
+        return out
     if isinstance(x, torch.Tensor):
-        return ("tensor", tuple(x.shape), str(x.dtype), x.detach().cpu().numpy().round(5).tobytes())
+        t = x.detach()
+        return (t.as_subclass(torch.Tensor) if type(t) is not torch.Tensor else t).cpu().clone()
     if isinstance(x, np.integer):
         return int(x)
-    return x
+    if x is None or type(x) in (bool, int, float, str):
+        return x
+    return {"kind": "other", "describe": describe(x)}
 
 
-def _observe(ds, n_items: int) -> dict:
-    """What a dataset does: its type, len, and each item (or the error it raises)."""
+def _observe_dataset(cls, case) -> dict:
+    """Build ``cls(items, transform=...)`` and record what it does, as plain data.
+
+    ``{"is_dataset": bool, "len": int or the name of the exception len() raised, "items": [...]}``,
+    one item per file: ``{"image": ..., "label": ...}`` (see :func:`_plain_part`),
+    ``{"error": "TypeError: ..."}`` when ``ds[i]`` raised, or ``{"not_a_pair": description}``.
+    Plain data so that the grader judges the dataset outside the student's kernel; an error in
+    the constructor is the student's and propagates, as a plain call's would.
+    """
+    ds = cls(*copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
+    n_items = len(case.args[0])
     obs = {"is_dataset": isinstance(ds, torch.utils.data.Dataset)}
     try:
         obs["len"] = len(ds)
     except Exception as e:  # the type only: its message names the class, which differs from the reference's
         obs["len"] = type(e).__name__
-    items = []
+    seen = []
     for i in range(n_items):
         try:
             item = ds[i]
         except Exception as e:
-            items.append(("error", f"{type(e).__name__}: {e}"))
+            seen.append({"error": f"{type(e).__name__}: {e}"})
             continue
         if not (isinstance(item, (tuple, list)) and len(item) == 2):
-            items.append(("not a pair", describe(item)))
+            seen.append({"not_a_pair": describe(item)})
             continue
         try:
-            items.append((_normal(item[0]), _normal(item[1])))
+            seen.append({"image": _plain_part(item[0]), "label": _plain_part(item[1])})
         except Exception as e:  # something odd in the item: describe it rather than crash the check
-            items.append(("not a pair", f"an item that cannot be read ({type(e).__name__}: {e})"))
-    obs["items"] = items
+            seen.append({"not_a_pair": f"an item that cannot be read ({type(e).__name__}: {e})"})
+    obs["items"] = seen
     return obs
+
+
+def _normal(x):
+    """A plain image or label (see :func:`_plain_part`) in a form that ``==`` compares.
+
+    Pixels by their bytes, tensors by their values rounded to 5 decimals: what the judge
+    compared when it looked at the datasets themselves, so its verdicts have not changed.
+    """
+    if isinstance(x, dict) and x.get("kind") == "PIL":
+        return ("PIL", x["mode"], tuple(x["size"]), x["pixels"].numpy().tobytes())
+    if isinstance(x, dict) and x.get("kind") == "other":
+        return ("other", x["describe"])
+    if isinstance(x, torch.Tensor):
+        return ("tensor", tuple(x.shape), str(x.dtype), x.detach().cpu().numpy().round(5).tobytes())
+    return x
+
+
+def _normal_item(item: dict) -> tuple:
+    if "error" in item:
+        return ("error", item["error"])
+    if "not_a_pair" in item:
+        return ("not a pair", item["not_a_pair"])
+    return (_normal(item["image"]), _normal(item["label"]))
 
 
 def _describe_item(x) -> str:
@@ -314,21 +349,23 @@ def _describe_item(x) -> str:
         return f"a PIL image, mode {x[1]}, size {x[2][0]}x{x[2][1]}"
     if isinstance(x, tuple) and x and x[0] == "tensor":
         return f"a tensor of shape {list(x[1])}"
+    if isinstance(x, tuple) and x and x[0] == "other":
+        return x[1]
     return describe(x)
 
 
 def _dataset_judge(case, got, expected):
-    items = case.args[0]
-    g, e = _observe(got, len(items)), _observe(expected, len(items))
-    if g == e:
+    """Compare two observations of :func:`_observe_dataset` (the student's, and the reference's or a mistake's)."""
+    g_items, e_items = [_normal_item(i) for i in got["items"]], [_normal_item(i) for i in expected["items"]]
+    if (got["is_dataset"], got["len"], g_items) == (expected["is_dataset"], expected["len"], e_items):
         return None
-    if not g["is_dataset"] and e["is_dataset"]:
+    if not got["is_dataset"] and expected["is_dataset"]:
         return "your class is not a torch.utils.data.Dataset: write class ImageListDataset(Dataset)"
-    if g["len"] != e["len"]:
-        if isinstance(g["len"], str):
-            return f"len(dataset) raised {g['len']}"
-        return f"len(dataset) is {g['len']}, but there are {e['len']} items"
-    for i, (gi, ei) in enumerate(zip(g["items"], e["items"])):
+    if got["len"] != expected["len"]:
+        if isinstance(got["len"], str):
+            return f"len(dataset) raised {got['len']}"
+        return f"len(dataset) is {got['len']}, but there are {expected['len']} items"
+    for i, (gi, ei) in enumerate(zip(g_items, e_items)):
         if gi == ei:
             continue
         if gi[0] == "error":
@@ -398,6 +435,7 @@ IMAGE_LIST_DATASET = Spec(
     reference=ref.ImageListDataset,
     cases=_dataset_cases,
     judge=_dataset_judge,
+    observe=_observe_dataset,
     mistakes=[
         Mistake("no_len", _NoLen,
                 "your Dataset has no __len__: a DataLoader needs len(dataset) to know how many batches an epoch has "

@@ -181,7 +181,9 @@ FILL_L1_LOSS = Spec(
     ],
     n_visible=5,
     n_hidden=30,
-    forbidden=("torch.nn.functional.l1_loss", "torch.nn.L1Loss", "fastai.losses.L1LossFlat"),
+    # Each is tripped in the judging process, the C functions underneath too, so no route to them counts.
+    forbidden=("torch.nn.functional.l1_loss", "torch.nn.L1Loss", "fastai.losses.L1LossFlat", "torch._C._nn.l1_loss",
+               "torch.ops.aten.l1_loss"),
 )
 
 # ----------------------------------------------------------------------- build_fill_model

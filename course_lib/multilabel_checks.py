@@ -162,7 +162,9 @@ BINARY_CROSS_ENTROPY = Spec(
     n_hidden=30,
     # Library losses that would do the whole exercise: calling one gets the answer flagged.
     forbidden=("torch.nn.functional.binary_cross_entropy_with_logits", "torch.nn.functional.binary_cross_entropy",
-               "torch.nn.BCEWithLogitsLoss", "torch.nn.BCELoss", "fastai.losses.BCEWithLogitsLossFlat"),
+               "torch.nn.BCEWithLogitsLoss", "torch.nn.BCELoss", "fastai.losses.BCEWithLogitsLossFlat",
+               "torch.binary_cross_entropy_with_logits", "torch._C._nn.binary_cross_entropy",
+               "torch.ops.aten.binary_cross_entropy_with_logits", "torch.ops.aten.binary_cross_entropy"),
 )
 
 # --------------------------------------------------------------------------- accuracy_multi

@@ -178,10 +178,12 @@ def test_every_known_mistake_fails_with_its_message(spec_id, mistake):
 def test_references_pass_and_hard_coded_answers_fail(spec_id):
     spec = get_spec(spec_id)
     assert run_check(spec, spec.reference, hidden=True).passed
-    first = spec.cases(np.random.default_rng(0), torch.device("cpu"), spec.n_visible)[0]
-    if spec.observe is None:
+    cases = spec.cases(np.random.default_rng(0), torch.device("cpu"), spec.n_visible)
+    # largest_object's first case is the image without objects, where the answer is an error: memorise the next.
+    first = next(c for c in cases if not (spec_id == "largest_object" and len(c.args[0]) == 0))
+    if spec_id != "draw_box":
         memorised = spec.reference(*first.args)
-    else:  # draw_box: judged by what it draws on its Axes, so the memorised return value draws nothing
+    else:  # judged by what it draws on its Axes, so the memorised return value draws nothing
         memorised = spec.reference(BC._fresh_axes(), *first.args)
     assert not run_check(spec, lambda *a, **k: memorised, hidden=True).passed
 
@@ -208,15 +210,82 @@ def test_wrong_return_types_are_explained():
         assert "got nan" in run_check(get_spec("box_iou"), nan_on_empty, hidden=True).message
 
 
+def _raise(exc):
+    raise exc
+
+
 def test_check_no_objects(capsys):
+    """The visible self-check's one-liner, which says the same as the spec's first case."""
     BC.check_no_objects(B.largest_object)
-    assert "✓" in capsys.readouterr().out
+    assert "✓ largest_object([]): raises ValueError(" in capsys.readouterr().out
     with pytest.raises(CheckFailed, match="Python's own words"):
         BC.check_no_objects(lambda a: max(a, key=lambda x: x[0][0]), hidden=True)
     with pytest.raises(CheckFailed, match="IndexError"):
         BC.check_no_objects(lambda a: sorted(a)[0], hidden=True)
     with pytest.raises(CheckFailed, match="returned None"):
         BC.check_no_objects(lambda a: None, hidden=True)
+    BC.check_no_objects(lambda a: _raise(NotImplementedError()))
+    assert "✗ largest_object([]): not implemented yet." in capsys.readouterr().out
+
+
+def _picks_largest_unless_empty(on_empty):
+    """A right largest_object except on an image without objects, where ``on_empty(annotations)`` decides."""
+    return lambda a: on_empty(a) if len(a) == 0 else B.largest_object(a)
+
+
+NO_OBJECTS_ANSWERS = [
+    # (what the function does on [], the words the verdict must contain)
+    (lambda a: None, "returned NoneType None; an image without objects has no largest one: raise ValueError"),
+    (lambda a: (np.zeros(4), 0), "returned tuple (array("),
+    (lambda a: max(a, key=lambda x: x[0][0]), "Python's own words, which say nothing about images"),
+    (lambda a: _raise(ValueError("")), "raised ValueError(''), Python's own words"),
+    (lambda a: sorted(a)[0], "raised IndexError('list index out of range'); check for an empty list first"),
+    (lambda a: _raise(KeyError("boxes")), "raised KeyError(\"'boxes'\"); check for an empty list first"),
+]
+
+
+@pytest.mark.parametrize("on_empty,words", NO_OBJECTS_ANSWERS)
+def test_the_spec_judges_the_image_without_objects_first(on_empty, words):
+    """The empty image is the spec's first case, visible and hidden, and is judged from plain data in the grader."""
+    from course_lib.checks import hidden_cases, judge_observations, observe_cases
+
+    spec = get_spec("largest_object")
+    fn = _picks_largest_unless_empty(on_empty)
+    for hidden in (False, True):
+        result = run_check(spec, fn, hidden=hidden)
+        assert not result.passed and result.n_cases == 0
+        assert result.message.startswith("✗ largest_object: case 1 of ")
+        assert "(an image without objects" in result.message
+        assert words in result.message, result.message
+    cases = hidden_cases(spec, 3)
+    assert len(cases[0].args[0]) == 0
+    observed = observe_cases(spec, fn, cases)
+    assert observed["portable"] and len(observed["observations"]) == len(cases)  # how it ended, as plain data
+    assert set(observed["observations"][0]) & {"raised", "returned"}
+    verdict = judge_observations(spec, cases, observed)
+    assert not verdict.passed and words in verdict.message
+    # Word for word what the kernel's check says on the same cases (run_check adds 7919 to a hidden seed).
+    assert verdict.message == run_check(spec, fn, hidden=True, seed=3 - 7919).message
+
+
+def test_an_error_of_ones_own_passes_the_image_without_objects():
+    from course_lib.checks import hidden_cases, judge_observations, observe_cases
+
+    spec = get_spec("largest_object")
+    own = _picks_largest_unless_empty(lambda a: _raise(ValueError("no objects in this image")))
+    assert run_check(spec, own, hidden=True).passed
+    subclass = type("NoObjects", (ValueError,), {})  # a ValueError of the student's own kind counts too
+    kind_of_its_own = _picks_largest_unless_empty(lambda a: _raise(subclass("nothing to pick")))
+    assert run_check(spec, kind_of_its_own, hidden=True).passed
+    cases = hidden_cases(spec, 4)
+    observed = observe_cases(spec, own, cases)
+    assert observed["observations"][0] == {"raised": "ValueError", "is_value_error": True,
+                                           "message": "no objects in this image"}
+    assert judge_observations(spec, cases, observed).passed
+    # An unfinished exercise is told so, not judged on its NotImplementedError.
+    stub = lambda a: _raise(NotImplementedError())  # noqa: E731
+    assert "not implemented yet" in run_check(spec, stub, hidden=True).message
+    assert "not implemented yet" in judge_observations(spec, cases, observe_cases(spec, stub, cases)).message
 
 
 # ------------------------------------------------------------------------------ widgets

@@ -1,4 +1,7 @@
 """The check framework and the fill-level specs: right answers pass, known mistakes are named."""
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -177,3 +180,136 @@ def test_grader_side_verdict_names_the_device_a_result_was_left_on():
     right = dict(observed, device="cuda", devices=[["cuda"]] * len(cases))
     verdict = judge_observations(spec, cases, right)
     assert verdict.passed and verdict.message.endswith("(cuda).")
+
+
+# ------------------------------------------------------------------ every spec, judged from plain data
+
+def _holds(x, depth=0) -> list[str]:
+    """What in ``x`` (case arguments) is an nn.Module or a lambda, looking into containers and course objects."""
+    import types
+
+    if depth > 20:
+        return []
+    if isinstance(x, torch.nn.Module):
+        return [f"nn.Module {type(x).__name__}"]
+    if isinstance(x, types.LambdaType) and x.__name__ == "<lambda>":
+        return ["a lambda"]
+    if isinstance(x, (list, tuple)):
+        return [w for v in x for w in _holds(v, depth + 1)]
+    if isinstance(x, dict):
+        return [w for v in x.values() for w in _holds(v, depth + 1)]
+    if type(x).__module__.startswith("course_lib") and hasattr(x, "__dict__"):  # e.g. a transform object
+        return [w for v in vars(x).values() for w in _holds(v, depth + 1)]
+    return []
+
+
+def test_every_spec_is_judged_from_plain_data_that_loads_without_code(tmp_path):
+    """The grader's path for every exercise: hidden cases that pickle, the reference observed as plain data
+    (loadable with weights_only=True) and judged right. Nothing is judged in the student's kernel any more.
+
+    The reference's answers are its own observations, read back (``expected=``, as the grader passes the ones it
+    timed): running each reference once, not twice, keeps this test fast.
+    """
+    import io
+    import pickle
+
+    from course_lib.checks import from_portable, hidden_cases, judge_observations, observe_cases
+
+    for spec in FUNCTION_SPECS:
+        ref = checks.topic_module(spec).__dict__[spec.id]
+        for seed in (1, 2):
+            cases = hidden_cases(spec, seed, folder=tmp_path / f"{spec.id}-{seed}")
+            assert cases, spec.id
+            held = _holds([(c.args, c.kwargs) for c in cases])
+            assert not held, (spec.id, held)
+            pickle.loads(pickle.dumps(cases))
+            torch.save(cases, io.BytesIO())
+            observed = observe_cases(spec, ref, cases)
+            assert observed["portable"] is True, (spec.id, observed.get("why"))
+            buf = io.BytesIO()
+            torch.save(observed, buf)
+            buf.seek(0)
+            loaded = torch.load(buf, weights_only=True)
+            expected = [from_portable(o) for o in loaded["observations"]]
+            verdict = judge_observations(spec, cases, loaded, expected=expected)
+            assert verdict.passed, verdict.message
+
+
+def test_results_made_from_files_or_lists_may_start_on_the_cpu_of_a_gpu_kernel():
+    """On a GPU kernel only tensor inputs say where a result belongs: get_ctr reads a file, one_hot takes a list,
+    load_batch two ints and a Dataset's items come from files, so their CPU tensors are right."""
+    from course_lib.checks import hidden_cases, judge_observations, observe_cases
+
+    for spec_id in ("get_ctr", "one_hot", "load_batch", "ImageListDataset"):
+        spec = get_spec(spec_id)
+        cases = hidden_cases(spec, 1)
+        assert not any(checks._tensor_devices((c.args, c.kwargs)) for c in cases)
+        # No tensor to move, so no GPU is needed to play the GPU kernel's part.
+        observed = observe_cases(spec, checks.topic_module(spec).__dict__[spec_id], cases, device="cuda")
+        verdict = judge_observations(spec, cases, observed)
+        assert verdict.passed and verdict.message.endswith("(cuda)."), verdict.message
+
+
+def test_case_files_go_to_the_folder_the_grader_chooses(tmp_path):
+    import os
+    import stat
+
+    from course_lib.checks import case_dir, case_folder, hidden_cases
+
+    outer, inner = tmp_path / "outer", tmp_path / "inner"
+    default = case_dir("x_")
+    assert default.parent.name.startswith(f"course_cases_{os.getpid()}_")
+    with case_folder(outer):
+        a = case_dir("a_")
+        with case_folder(inner):
+            b = case_dir("b_")
+        c = case_dir("c_")
+    assert a.parent == outer and b.parent == inner and c.parent == outer and a != c
+    assert case_dir("d_").parent == default.parent  # back to this process's own folder
+    # Readable by the judging process's uid whatever the grader's umask.
+    old = os.umask(0o077)
+    try:
+        files = {sid: hidden_cases(get_spec(sid), 1, folder=tmp_path / sid) for sid in ("ImageListDataset", "get_ctr")}
+    finally:
+        os.umask(old)
+    for sid in files:
+        made = list((tmp_path / sid).rglob("*"))
+        assert any(p.is_file() for p in made), sid
+        for p in made:
+            assert stat.S_IMODE(p.stat().st_mode) == (0o644 if p.is_file() else 0o755), (p, oct(p.stat().st_mode))
+    assert all(str(f).startswith(str(tmp_path / "ImageListDataset")) for c in files["ImageListDataset"]
+               for f, _ in c.args[0])
+    assert all(str(c.args[0]).startswith(str(tmp_path / "get_ctr")) for c in files["get_ctr"])
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to read as another uid")
+def test_case_files_can_be_read_by_another_uid():
+    """What the judging process does: open the grader's case files under an unprivileged uid of its own."""
+    import shutil
+    import tempfile
+
+    from course_lib.checks import hidden_cases
+
+    top = Path(tempfile.mkdtemp(prefix="cases_uid_"))
+    top.chmod(0o755)  # the grader's own folder: mode 0700 as mkdtemp makes it would shut everyone out
+    old = os.umask(0o077)
+    try:
+        for sid in ("ImageListDataset", "get_ctr"):
+            hidden_cases(get_spec(sid), 1, folder=top / "cases" / sid)
+        files = [p for p in top.rglob("*") if p.is_file()]
+        assert files
+        pid = os.fork()
+        if pid == 0:  # the child reads as nobody; its exit status says whether every file opened
+            code = 1
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                for p in files:
+                    p.read_bytes()
+                code = 0
+            finally:
+                os._exit(code)
+        assert os.waitpid(pid, 0)[1] == 0
+    finally:
+        os.umask(old)
+        shutil.rmtree(top, ignore_errors=True)

@@ -1,6 +1,7 @@
 """course_lib.dataloader: references against PyTorch, torchvision and fastai, diagnoses, the explorer, grading the lesson."""
 import csv
 import inspect
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -281,6 +282,93 @@ class _PlainDataset:
 class _Unfinished(torch.utils.data.Dataset):
     def __init__(self, items, transform=None):
         raise NotImplementedError()
+
+
+class _NumpyImages(torch.utils.data.Dataset):
+    """Images as numpy arrays: neither the PIL image nor the transform's tensor."""
+
+    def __init__(self, items, transform=None):
+        self.items = list(items)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        with Image.open(self.items[i][0]) as im:
+            return np.asarray(im.convert("RGB")), self.items[i][1]
+
+
+class _FloatImages(D.ImageListDataset):
+    """Mode "F" images, whose pixels are float32 rather than bytes."""
+
+    def __getitem__(self, i):
+        x, y = super().__getitem__(i)
+        return (x.convert("F") if self.transform is None else x), y
+
+
+class _TensorLabels(D.ImageListDataset):
+    def __getitem__(self, i):
+        x, y = super().__getitem__(i)
+        return x, torch.tensor(y)
+
+
+def test_image_list_dataset_is_observed_as_plain_data():
+    """Each item comes back as data the grader loads without running code: PIL images as mode, size and pixels."""
+    import io
+
+    from course_lib.checks import hidden_cases, observe_cases
+
+    spec = get_spec("ImageListDataset")
+    cases = hidden_cases(spec, 1)
+    observed = observe_cases(spec, D.ImageListDataset, cases)
+    assert observed["portable"] is True and len(observed["observations"]) == len(cases)
+    buf = io.BytesIO()
+    torch.save(observed, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=True)
+    for case, obs in zip(cases, loaded["observations"]):
+        items = case.args[0]
+        assert obs["is_dataset"] is True and obs["len"] == len(items) and len(obs["items"]) == len(items)
+        for (file, label), item in zip(items, obs["items"]):
+            assert item["label"] == label and type(item["label"]) is int
+            if case.kwargs["transform"] is not None:
+                assert isinstance(item["image"], torch.Tensor) and item["image"].shape == (3, 8, 8)
+                continue
+            from PIL import Image
+
+            with Image.open(file) as im:
+                w, h = im.size
+            pil = item["image"]
+            assert pil["kind"] == "PIL" and pil["mode"] == "RGB" and pil["size"] == [w, h]
+            assert pil["pixels"].dtype == torch.uint8 and pil["pixels"].shape == (h, w, 3)
+
+
+@pytest.mark.parametrize("answer", [D.ImageListDataset, _NumpyImages, _FloatImages, _TensorLabels, _PlainDataset,
+                                    _Unfinished] + [m.impl for m in get_spec("ImageListDataset").mistakes],
+                         ids=lambda a: a.__name__)
+def test_image_list_dataset_grader_and_kernel_give_the_same_verdict(answer):
+    from course_lib.checks import hidden_cases, judge_observations, observe_cases
+
+    spec = get_spec("ImageListDataset")
+    cases = hidden_cases(spec, 2)
+    observed = observe_cases(spec, answer, cases)
+    assert observed["portable"] is True
+    # run_check adds 7919 to a hidden seed: these are the same cases, so the same words (but for the cases' folder).
+    def words(message):
+        return re.sub(r"ImageListDataset_\w+/", "ImageListDataset_*/", message)
+
+    grader = judge_observations(spec, cases, observed).message
+    assert words(grader) == words(run_check(spec, answer, hidden=True, seed=2 - 7919).message)
+
+
+def test_odd_images_and_labels_are_named():
+    spec = get_spec("ImageListDataset")
+    assert "should be a tensor of shape [3, 8, 8], got array shape" in run_check(spec, _NumpyImages).message
+    assert "should be a PIL image, mode RGB, size" in run_check(spec, _FloatImages).message
+    assert "got a PIL image, mode F" in run_check(spec, _FloatImages).message
+    assert "the label of dataset[0] should be int" in run_check(spec, _TensorLabels).message
 
 
 # ------------------------------------------------------------------------------ widget
