@@ -31,7 +31,7 @@ def _release(args) -> int:
 
 
 def _grade(args) -> int:
-    from autograder.grade import Options, grade_all
+    from autograder.grade import Options, SandboxUnavailable, grade_all
 
     root = Path(args.submissions)
     if not root.is_dir():
@@ -40,10 +40,16 @@ def _grade(args) -> int:
     out = Path(args.out)
     t0 = time.perf_counter()
     opts = Options(profile=args.profile, cell_timeout=args.timeout, memory_mb=args.memory,
-                   output_limit=int(args.output_limit * 1e6),
-                   kernels="cold" if args.cold else args.kernels)
+                   output_limit=int(args.output_limit * 1e6), output_budget=int(args.output_budget * 1e6),
+                   time_budget=args.budget, kernels="cold" if args.cold else args.kernels,
+                   sandbox=not args.no_sandbox)
     stats: dict = {}
-    rows = grade_all(root, out, workers=args.workers, lessons=args.lesson, opts=opts, fresh=args.fresh, stats=stats)
+    try:
+        rows = grade_all(root, out, workers=args.workers, lessons=args.lesson, opts=opts, fresh=args.fresh,
+                         stats=stats)
+    except SandboxUnavailable as e:
+        print(str(e), file=sys.stderr)
+        return 2
     per = defaultdict(lambda: [0.0, 0.0])
     for r in rows:
         per[(r.student_id, r.lesson)][0] += r.score
@@ -63,7 +69,7 @@ def _grade(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from autograder import kernels
+    from autograder import pool as kernels
 
     p = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -81,6 +87,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="per-cell time limit in seconds (default: the lesson's own, see autograder/grade.py CELL_TIMEOUTS)")
     g.add_argument("--memory", type=int, default=6000, help="memory limit per kernel in MB (0: none; default 6000)")
     g.add_argument("--output-limit", type=float, default=2.0, help="MB of output kept per cell (default 2)")
+    g.add_argument("--output-budget", type=float, default=20.0,
+                   help="MB of output kept per notebook, display updates and widget traffic included (default 20)")
+    g.add_argument("--budget", type=float, default=None,
+                   help="seconds the whole notebook may run (default: 1.5x the solution's own time + 10 s in ci, "
+                        "else 1800); the grade never depends on this run, only the feedback page does")
+    g.add_argument("--no-sandbox", action="store_true",
+                   help="grade without the per-student sandbox where none can be made (not root, no namespaces); "
+                        "the report and totals.csv then say the grades were made without one")
     g.add_argument("--kernels", choices=kernels.MODES, default=kernels.default_mode(),
                    help="fork: each kernel forked from one that imported the lesson's libraries (default on Linux); "
                         "warm: ordinary kernels started ahead, importing while the previous submission runs; "

@@ -1,70 +1,81 @@
-"""Where grading decisions are made: in the grader's own process, never in the student's kernel.
+"""Judge: every exercise's verdict, decided in the grader from what a sandboxed judging process returned.
 
-A student's notebook runs in a kernel that their code controls completely: it can patch
-``torch.allclose``, ``check``, ``builtins`` or ``sys.modules``, override ``showtraceback`` so
-errors vanish, or read files. So the kernel is only asked what the student's functions *do*:
+The notebook's own kernel never decides a grade. For each exercise of a submission:
 
-1. :func:`instrument` draws a secret seed, makes each exercise's hidden cases in the grader,
-   saves them for the kernel, puts a guard cell before all student code (an audit hook that
-   refuses to open ``solutions/``, ``autograder/`` and ``.git/``, plus a snapshot of the functions a
-   cheat would patch) and replaces every hidden test cell by a *collect* call, so the hidden
-   tests never enter the kernel.
-2. At each test cell the kernel runs the student's function on the cases and saves what came
-   out as plain data (tensors, numbers, strings, containers), with an integrity report.
-3. :func:`verdicts` loads those files with ``torch.load(weights_only=True)`` (no code runs while
-   loading) and judges them with the references, judges and known mistakes imported here.
+1. :func:`plan` reads, from the lesson's source notebook, which student object each hidden test checks;
+2. the grader draws a secret seed and makes the hidden cases itself (:func:`course_lib.checks.hidden_cases`),
+   computes the reference's answers and times them: each case's time limit is a multiple of the reference's;
+3. a judging process (:mod:`autograder.judge_process`) runs in a fresh sandbox with a copy of ``course_lib`` whose
+   reference for this exercise is a stub (:func:`course_view`), loads the lesson's setup and only the student's
+   definitions (:func:`definitions`), calls the student's object on the cases and writes the raw outputs;
+4. :func:`load_result` reads them without running code (``torch.load(weights_only=True)``) after checking the file's
+   size, its zip entries, and every value's type, shape and size (:func:`validate`); the grader then judges them
+   with the references, judges and known mistakes of its own process.
 
-Where a result is an object (a model, a prediction that must run without gradients), the spec's
-``observe`` reduces it in the kernel to plain data (layer sizes, flags, numbers) and the grader
-judges that. Exercises whose results resist this (a matplotlib Axes, a dataset class) are
-checked by ``run_check`` in the kernel, through the copy captured before any student code ran;
-that verdict only counts when the integrity report is clean. A static scan (:func:`static_flags`)
-and a runtime probe flag a function that calls the course's reference, or a library function
-that does the whole job (``Spec.forbidden``), instead of implementing it.
+A missing, malformed or oversized result is a failure, never a pass. Widget answers are read from the answer
+cell's source as literals (:func:`answer_value`), never executed. A judging process that reaches the judged
+exercise's reference or a library function the spec forbids trips a stub: the exercise is ``flagged``.
 """
 from __future__ import annotations
 
 import ast
+import compileall
+import hashlib
 import io
+import json
+import os
 import re
 import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
 
-from autograder import REPO, SOLUTIONS
-from autograder.notebooks import exercises, grade_id
+from autograder.notebooks import exercises, grade_id, is_test
+from autograder.status import Status
 
-AUTOGRADER_DIR = Path(__file__).resolve().parent
-GUARD = "__autograder__"
-MAX_REPORT_BYTES = 256 * 1024 * 1024
 CHECK_LINE = re.compile(r"""^check\(\s*['"](\w+)['"]\s*,\s*(\w+)\s*,\s*hidden\s*=\s*True\s*\)\s*;?\s*$""")
 
+# What a judging process may send back. Sizes a correct answer to any exercise stays far below.
+MAX_RESULT_BYTES = 64 * 2**20
+MAX_ELEMENTS = 16_000_000        # tensor elements in one result, all tensors together
+MAX_ITEMS = 100_000              # items in all lists, tuples and dicts together
+MAX_DEPTH = 24
+MAX_TEXT = 1_000_000             # characters in all strings together
+MAX_REACHED_BYTES = 64 * 1024
+
+# Time: a case may take REF_FACTOR times what the reference took on it, but never less than MIN_CASE_SECONDS
+# (so a slower but honest answer passes on a busy machine); the process gets START_SECONDS to start and load.
+REF_FACTOR = 50
+MIN_CASE_SECONDS = 1.5
+START_SECONDS = {"fork": 30.0, "spawn": 120.0}
+
 
 @dataclass
-class ExercisePlan:
+class Verdict:
+    status: Status
+    message: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class Task:
+    """One exercise to judge: the student's object ``name`` against spec ``id``."""
+
     id: str
-    test_id: str
-    name: str = ""              # the student's object the hidden test checks
-    mode: str = "grader"        # grader: judged here; kernel: run_check in the kernel; none: nothing to check
-    seed: int = 0
-    cases: list = field(default_factory=list)
-    extra: list[str] = field(default_factory=list)  # other hidden statements, run in the kernel
-    report: Path | None = None
+    name: str = ""
+    problem: str = ""  # why it cannot be judged as planned (a test cell the grader does not understand)
 
 
-@dataclass
-class Plan:
-    seed: int
-    folder: Path
-    exercises: dict[str, ExercisePlan] = field(default_factory=dict)
-    flags: dict[str, str] = field(default_factory=dict)  # exercise -> why it is flagged (static scan)
-    final_report: Path | None = None
-
-
-# -------------------------------------------------------------------------- instrumenting
+# ---------------------------------------------------------------------------------- plan
 
 def _hidden_lines(source: str) -> list[str]:
     text = source
@@ -73,556 +84,688 @@ def _hidden_lines(source: str) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
 
 
-def _has_module(x, depth: int = 0) -> bool:
-    import torch
+def plan(source: nbformat.NotebookNode) -> list[Task]:
+    """The exercises of a lesson and the student object each one's hidden test checks, from the source notebook.
 
-    if depth > 6:
-        return False
-    if isinstance(x, torch.nn.Module):
+    A hidden test is one line, ``check('<id>', <name>, hidden=True)``: anything else would have to run in the
+    student's namespace, which the grader never does, so it is reported (a test keeps every lesson at one line).
+    """
+    cells = {grade_id(c): c for c in source.cells if grade_id(c)}
+    tasks = []
+    for ex in exercises(source):
+        lines = _hidden_lines(cells[ex.test_id].source)
+        found = [m for m in (CHECK_LINE.match(ln) for ln in lines) if m]
+        if len(lines) == 1 and len(found) == 1 and found[0].group(1) == ex.id:
+            tasks.append(Task(ex.id, found[0].group(2)))
+        else:
+            tasks.append(Task(ex.id, problem=f"the hidden test of {ex.id} is not one `check('{ex.id}', name, "
+                                             "hidden=True)` line; the course must fix its source notebook."))
+    return tasks
+
+
+# --------------------------------------------------------------------------- definitions
+
+def _parse(source: str) -> ast.Module:
+    # IPython magics and shell lines are not Python: blank them, keeping line numbers.
+    lines = ["" if ln.lstrip().startswith(("%", "!")) else ln for ln in source.splitlines()]
+    return ast.parse("\n".join(lines))
+
+
+def _literal(node: ast.AST) -> bool:
+    try:
+        ast.literal_eval(node)
         return True
-    if isinstance(x, (list, tuple)):
-        return any(_has_module(v, depth + 1) for v in x)
-    if isinstance(x, dict):
-        return any(_has_module(v, depth + 1) for v in x.values())
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+
+
+def _kept(node: ast.stmt) -> bool:
+    """A top-level statement the judging process runs: a definition, an import, or a name bound to a literal."""
+    if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return True
+    if isinstance(node, ast.Assign):
+        return all(isinstance(t, ast.Name) for t in node.targets) and _literal(node.value)
+    if isinstance(node, ast.AnnAssign):
+        return isinstance(node.target, ast.Name) and node.value is not None and _literal(node.value)
     return False
 
 
-def _plan_exercise(ex, source_cell, folder: Path, seed: int) -> ExercisePlan:
-    import torch
+def definitions(nb: nbformat.NotebookNode) -> tuple[list[tuple[int, int, str]], dict[int, str]]:
+    """The student's definitions, in notebook order: ``(cell index, line, source)`` per kept statement, and the
+    cells that could not be parsed (index -> the syntax error). Test cells and the setup cell are not the
+    student's (the setup comes from the source notebook)."""
+    kept, broken = [], {}
+    for i, cell in enumerate(nb.cells):
+        gid = grade_id(cell)
+        if cell.get("cell_type") != "code" or gid == "setup" or is_test(cell):
+            continue
+        try:
+            tree = _parse(cell.source)
+        except SyntaxError as e:
+            broken[i] = f"line {e.lineno}: {e.msg}"
+            continue
+        except (ValueError, MemoryError, RecursionError) as e:
+            broken[i] = f"{type(e).__name__}"
+            continue
+        for node in tree.body:
+            if _kept(node):
+                kept.append((i, node.lineno, ast.unparse(node)))
+    return kept, broken
 
-    from course_lib.checks import get_spec, hidden_cases
 
-    plan = ExercisePlan(ex.id, ex.test_id, seed=seed)
-    for line in _hidden_lines(source_cell.source):
-        m = CHECK_LINE.match(line)
-        if m and not plan.name:
-            spec_id, plan.name = m.group(1), m.group(2)
-            if spec_id != ex.id:
-                plan.extra.append(line)
-                plan.name = ""
-        else:
-            plan.extra.append(line)
-    plan.report = folder / f"{ex.id}-{secrets.token_hex(8)}.pt"
-    if not plan.name:
-        plan.mode = "none"
-        return plan
-    spec = get_spec(ex.id)
-    if spec.kind == "answer":
-        return plan
+def answer_value(nb: nbformat.NotebookNode, ex_id: str, name: str):
+    """The literal the student assigned to ``name`` (their answer cell first, then any cell: the last one wins).
+
+    Returns ``(value, None)``, or ``(None, why)`` when there is no such literal."""
+    cells = sorted(range(len(nb.cells)), key=lambda i: grade_id(nb.cells[i]) == ex_id)
+    found, why = None, f"`{name}` is not assigned in your answer cell: paste the line the widget shows."
+    for i in cells:
+        cell = nb.cells[i]
+        if cell.get("cell_type") != "code" or is_test(cell):
+            continue
+        try:
+            tree = _parse(cell.source)
+        except (SyntaxError, ValueError, MemoryError, RecursionError):
+            if grade_id(cell) == ex_id:
+                why = "your answer cell is not valid Python: paste the line the widget shows, as it is."
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+                try:
+                    found, why = (ast.literal_eval(node.value),), None
+                except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                    if grade_id(cell) == ex_id:
+                        found = None
+                        why = (f"`{name}` must be a plain value (numbers, strings, tuples), as the widget prints it; "
+                               "a computed expression is not read.")
+    return (found[0], None) if found else (None, why)
+
+
+# --------------------------------------------------------------------------------- views
+
+_VIEWS: dict[tuple, Path] = {}
+
+
+def _course_lib() -> Path:
+    import course_lib
+
+    return Path(course_lib.__file__).resolve().parent
+
+
+def _package_dirs() -> list[Path]:
+    """Every folder of the ``course_lib`` package: its own, then any a course adds to ``course_lib.__path__``
+    (a test's toy lesson does)."""
+    import course_lib
+
+    return list(dict.fromkeys(Path(p).resolve() for p in course_lib.__path__))
+
+
+def _source_hash(roots: list[Path]) -> str:
+    h = hashlib.sha256()
+    for root in roots:
+        for p in sorted(root.rglob("*.py")):
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def views_root() -> Path:
+    """Where this machine's course views live: a folder only root writes (sandboxes see just the one bound)."""
+    root = Path(tempfile.gettempdir()) / f"vwb-views-{os.getuid()}"
+    root.mkdir(mode=0o755, exist_ok=True)
+    return root
+
+
+def course_view(ex_id: str) -> Path:
+    """A copy of ``course_lib`` in which the definition of ``ex_id`` in its topic module is a stub.
+
+    It is shown to the judging process at ``course_lib``'s own path, so the reference can be neither imported
+    nor read there. Built once per machine and course version (cached by a hash of ``course_lib``'s sources)."""
+    from course_lib.checks import get_spec
+
+    roots = _package_dirs()
+    if (ex_id, tuple(roots)) in _VIEWS:
+        return _VIEWS[(ex_id, tuple(roots))]
+    dest = views_root() / f"{_source_hash(roots)}-{ex_id}" / "course_lib"
+    if not (dest.parent / ".done").exists():
+        tmp = Path(tempfile.mkdtemp(dir=views_root(), prefix=".build-"))
+        for root in roots:  # one folder: what the judging process sees at course_lib's own path
+            shutil.copytree(root, tmp / "course_lib", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+                            dirs_exist_ok=True)
+        topic = get_spec(ex_id).module.removesuffix("_checks").split(".")[1:]
+        path = (tmp / "course_lib").joinpath(*topic).with_suffix(".py")
+        _stub_in_file(path, ex_id)
+        compileall.compile_dir(str(tmp / "course_lib"), quiet=2)
+        for p in [tmp, *tmp.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        (tmp / ".done").touch()
+        try:
+            os.rename(tmp, dest.parent)
+        except OSError:  # another worker built it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    _VIEWS[(ex_id, tuple(roots))] = dest
+    return dest
+
+
+def _stub_in_file(path: Path, ex_id: str) -> None:
+    from autograder.judge_process import stub_source
+
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    for node in ast.parse(text).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == ex_id:
+            start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+            stub = stub_source(ex_id, isinstance(node, ast.ClassDef), ex_id)
+            lines[start:node.end_lineno] = [stub]
+    path.write_text("".join(lines))
+
+
+# ------------------------------------------------------------------------------ results
+
+class BadResult(ValueError):
+    """What a judging process sent back cannot be trusted as an answer."""
+
+
+def _read_file(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of a regular file, never through a link (the folder is the student's)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
-        plan.cases = hidden_cases(spec, seed)
-        if any(_has_module((c.args, c.kwargs)) for c in plan.cases):
-            raise TypeError("cases hold models the student's function changes in place")
-        torch.save(plan.cases, folder / f"{ex.id}.cases.pt")
-    except Exception:  # cases that cannot travel (lambdas, models changed in place): check in the kernel
-        plan.mode, plan.cases = "kernel", []
-        (folder / f"{ex.id}.cases.pt").unlink(missing_ok=True)
-    return plan
+        st = os.fstat(fd)
+        if not (st.st_mode & 0o170000 == 0o100000):
+            raise BadResult(f"{path.name} is not a plain file")
+        if st.st_size > limit:
+            raise BadResult(f"{path.name} is {st.st_size >> 20} MB, over the {limit >> 20} MB limit")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise BadResult(f"{path.name} is over the {limit >> 20} MB limit")
+    return data
 
 
-def _guard_source(plan: Plan) -> str:
-    # The solutions, the grader, and the repository's history (which holds every solution too).
-    blocked = [str(SOLUTIONS.resolve()), str(AUTOGRADER_DIR), str((REPO / ".git").resolve())]
-    return GUARD_TEMPLATE.replace("@BLOCKED@", repr(blocked)).replace("@FOLDER@", repr(str(plan.folder.resolve()))) \
-        .replace("@FINAL@", repr(str(plan.final_report)))
-
-
-def _collect_source(ex: ExercisePlan) -> str:
-    args = dict(ex_id=ex.id, name=ex.name, mode=ex.mode, seed=ex.seed, report=str(ex.report),
-                cases=f"{ex.id}.cases.pt" if ex.mode == "grader" and ex.cases else "", extra=ex.extra)
-    return (f"# hidden tests for {ex.id} run in the grader: this cell only collects what your code does\n"
-            f"{GUARD}.collect(globals(), **{args!r})")
-
-
-def _injected(source: str, role: str) -> nbformat.NotebookNode:
-    cell = nbformat.v4.new_code_cell(source)
-    cell.metadata["autograder"] = {"injected": True, "role": role}
-    cell.metadata["tags"] = ["remove_cell"]
-    return cell
-
-
-def instrument(nb: nbformat.NotebookNode, source: nbformat.NotebookNode, workdir: Path) -> tuple[nbformat.NotebookNode, Plan]:
-    """The notebook to execute, and the plan to judge its results by (see the module docstring)."""
-    folder = Path(workdir) / f".autograder-{secrets.token_hex(6)}"
-    folder.mkdir(parents=True)
-    plan = Plan(seed=secrets.randbits(62), folder=folder, final_report=folder / f"final-{secrets.token_hex(8)}.pt")
-    plan.flags = static_flags(nb)
-    src_cells = {grade_id(c): c for c in source.cells if grade_id(c)}
-    out = nbformat.from_dict(dict(nb))
-    cells = [nbformat.from_dict(dict(c)) for c in nb.cells]
-    for ex in exercises(source):
-        seed = (plan.seed + zlib.crc32(ex.id.encode())) % (1 << 62)
-        ep = _plan_exercise(ex, src_cells[ex.test_id], folder, seed)
-        plan.exercises[ex.id] = ep
-        for cell in cells:
-            if grade_id(cell) == ex.test_id:
-                cell.cell_type = "code"
-                cell.source = _collect_source(ep)
-                cell.outputs, cell.execution_count = [], None
-                cell.metadata["autograder"] = {"collect": ex.id}
-    cells.insert(0, _injected(_guard_source(plan), "guard"))
-    cells.append(_injected(f"{GUARD}.final(globals())", "final"))
-    out.cells = cells
-    return out, plan
-
-
-# ---------------------------------------------------------------------- reading results
-
-def load_report(path: Path):
-    """A report the kernel wrote, read without running any code from it.
-
-    ``weights_only=True`` lets the unpickler build only tensors and plain containers, so a
-    crafted file cannot call ``os.system`` (or anything else) while it is being read.
-    """
+def validate(x, budget: dict | None = None, depth: int = 0) -> None:
+    """Raise BadResult unless ``x`` is plain data within the size limits: every tensor's element count is
+    checked before anything reads it, so a small file that claims a huge (strided) tensor costs nothing."""
     import torch
 
-    path = Path(path)
-    if path.stat().st_size > MAX_REPORT_BYTES:
-        raise ValueError(f"{path.name} is larger than {MAX_REPORT_BYTES >> 20} MB")
-    with open(path, "rb") as f:
-        data = f.read()
-    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    b = budget if budget is not None else {"elements": MAX_ELEMENTS, "items": MAX_ITEMS, "text": MAX_TEXT}
+    if depth > MAX_DEPTH:
+        raise BadResult("nested too deeply")
+    if x is None or type(x) in (bool, int, float, complex):
+        return
+    if type(x) is str:
+        b["text"] -= len(x)
+        if b["text"] < 0:
+            raise BadResult("too much text")
+        return
+    if isinstance(x, torch.Tensor):
+        if type(x) is not torch.Tensor and not isinstance(x, torch.nn.Parameter):
+            raise BadResult(f"a tensor subclass ({type(x).__name__})")
+        if x.layout != torch.strided or x.is_quantized:
+            raise BadResult("a tensor that is not a plain dense tensor")
+        b["elements"] -= x.numel()
+        if b["elements"] < 0:
+            raise BadResult(f"tensors of more than {MAX_ELEMENTS} elements in all")
+        return
+    if type(x) in (list, tuple, dict):
+        b["items"] -= len(x)
+        if b["items"] < 0:
+            raise BadResult("too many items")
+        values = x.values() if type(x) is dict else x
+        if type(x) is dict and not all(type(k) in (str, int) for k in x):
+            raise BadResult("a dict with keys that are not strings or numbers")
+        for v in values:
+            validate(v, b, depth + 1)
+        return
+    raise BadResult(f"a value of type {type(x).__name__}")
+
+
+def load_result(path: Path):
+    """The judging process's ``result.pt``: size-checked, its zip entries checked, loaded as plain data
+    (``weights_only=True`` builds tensors and containers only, so no code runs), then validated."""
+    import torch
+
+    try:
+        data = _read_file(path, MAX_RESULT_BYTES)
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # a link (ELOOP), a folder, a FIFO: the student's doing
+        raise BadResult(f"{path.name} is not a plain file ({e.strerror})") from None
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            total = sum(i.file_size for i in z.infolist())
+            if total > MAX_RESULT_BYTES or any(i.compress_type != zipfile.ZIP_STORED for i in z.infolist()):
+                raise BadResult("its archive expands past the size limit or is compressed")
+    except zipfile.BadZipFile as e:
+        raise BadResult(f"not a result file ({e})") from None
+    try:
+        out = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except Exception as e:
+        raise BadResult(f"it could not be read as plain data ({type(e).__name__}: {str(e)[:160]})") from None
+    validate(out)
+    if type(out) is not dict:
+        raise BadResult("it is not a dict")
+    return out
+
+
+def reached(folder: Path) -> list[str]:
+    """The stubs and tripwires the judging process reached (lines of ``reached.txt``)."""
+    try:
+        text = _read_file(folder / "reached.txt", MAX_REACHED_BYTES).decode("utf-8", "replace")
+    except (FileNotFoundError, BadResult):
+        return []
+    return sorted({ln.strip() for ln in text.splitlines() if ln.strip()})
+
+
+# -------------------------------------------------------------------------------- judging
+
+@dataclass
+class Judging:
+    """How judging processes are made for one grading worker (see :mod:`autograder.judge_process`)."""
+
+    profile: str = "ci"
+    memory_mb: int = 6000
+    env: dict = field(default_factory=dict)
+    sandbox: bool = True
+    launch: object = None  # callable(spec: dict) -> process handle with wait(timeout)/kill(); None: a fresh process
+    modules: tuple = ()
+
+    def start_seconds(self) -> float:
+        return START_SECONDS["fork" if self.launch is not None else "spawn"]
+
+
+def _device() -> str:
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except Exception:
+        return "cpu"
+
+
+def _time_reference(spec, cases) -> tuple[list, list[float]]:
+    expected, seconds = [], []
+    for case in cases:
+        t0 = time.perf_counter()
+        expected.append(spec.expected(case) if spec.reference is not None else None)
+        seconds.append(time.perf_counter() - t0)
+    return expected, seconds
+
+
+def _spawn(spec: dict) -> subprocess.Popen:
+    """A one-off zygote: a fresh trusted Python imports the libraries, then enters the sandbox and judges."""
+    # Its own errors (before the sandbox) go to the grader's log folder, never to the student.
+    log = open(os.environ.get("AUTOGRADER_JUDGE_LOG", os.devnull), "ab")
+    try:
+        return subprocess.Popen([sys.executable, "-m", "autograder.judge_process", json.dumps(spec)],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/", start_new_session=True)
+    finally:
+        log.close()
 
 
 @dataclass
-class Verdict:
-    status: str
-    message: str = ""
+class Unsandboxed:
+    """``--no-sandbox``: the judging process is still a process of its own with the reference out of memory,
+    but it runs as the grader's user and sees what the grader sees (so the grades say they were made so)."""
+
+    private: Path
+    memory_bytes: int = 0
+    unsandboxed: bool = True
+
+    def prepare(self) -> "Unsandboxed":
+        Path(self.private).mkdir(parents=True, exist_ok=True)
+        return self
+
+    def kill_all(self) -> None:
+        pass
+
+    def out_of_memory(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        shutil.rmtree(self.private, ignore_errors=True)
 
 
-def _tampering(report: dict) -> list[str]:
-    out = []
-    for key in ("tampering", "attempts"):
-        val = report.get(key) or []
-        if isinstance(val, (list, tuple)):
-            out += [str(v) for v in val]
-    return out
+class Zygote:
+    """The worker's judging zygote (:func:`autograder.judge_process.serve`): forks judging processes in
+    milliseconds instead of starting a Python that imports torch for each. ``launch(spec)`` returns a handle
+    with ``wait(timeout)``, ``kill()``, ``pid`` and ``returncode``, like a Popen."""
 
-
-def verdicts(plan: Plan) -> dict[str, Verdict]:
-    """One verdict per exercise whose collect cell left a report; decided here, from plain data."""
-    from course_lib.checks import get_spec, judge_observations
-
-    reports: dict[str, dict] = {}
-    broken: dict[str, str] = {}
-    for ex_id, ep in plan.exercises.items():
-        if ep.report is None or not ep.report.exists():
-            continue
+    def __init__(self, env: dict, modules=(), python: str | None = None):
+        log = open(os.environ.get("AUTOGRADER_JUDGE_LOG", os.devnull), "ab")
         try:
-            rep = load_report(ep.report)
-            if not isinstance(rep, dict):
-                raise TypeError(f"expected a dict, got {type(rep).__name__}")
-            reports[ex_id] = rep
-        except Exception as e:
-            broken[ex_id] = f"{type(e).__name__}: {str(e)[:200]}"
-    final = {}
-    if plan.final_report and plan.final_report.exists():
-        try:
-            final = load_report(plan.final_report)
-            final = final if isinstance(final, dict) else {"tampering": ["the final integrity report was not a dict"]}
-        except Exception as e:
-            final = {"tampering": [f"the final integrity report could not be read ({type(e).__name__})"]}
-    # Tampering anywhere taints the whole submission: a patch made in one cell lives on in the kernel.
-    evidence = sorted(set(sum((_tampering(r) for r in reports.values()), []) + _tampering(final)))
-    out: dict[str, Verdict] = {}
-    for ex_id, ep in plan.exercises.items():
-        if evidence:
-            shown = "; ".join(evidence[:5]) + (f"; and {len(evidence) - 5} more" if len(evidence) > 5 else "")
-            out[ex_id] = Verdict("tampered", "your notebook changed the grading environment or read files it may not read, "
-                                             f"so this submission scores 0 until an instructor reviews it: {shown}")
-            continue
-        if ex_id in broken:  # too large, or not plain data: never unpickled, never trusted
-            out[ex_id] = Verdict("error", f"what your code returned could not be read back ({broken[ex_id]}).")
-            continue
-        rep = reports.get(ex_id)
-        if rep is None:
-            continue
-        flag = plan.flags.get(ex_id) or "; ".join(str(f) for f in rep.get("flags") or [])
-        if flag:
-            out[ex_id] = Verdict("flagged", flag)
-            continue
-        if rep.get("error"):
-            out[ex_id] = Verdict("error", f"the hidden tests could not run: {rep['error']}")
-            continue
-        if rep.get("missing"):
-            out[ex_id] = Verdict("failed", f"✗ {ex_id}: `{ep.name}` is not defined: run the cell that defines it "
-                                           "(and the cells before it) without errors.")
-            continue
-        verdict = _judge_one(ep, rep, get_spec, judge_observations)
-        if verdict.status == "passed":
-            for ok, msg in rep.get("extra") or []:
-                if not ok:
-                    verdict = Verdict("failed", str(msg))
-                    break
-        out[ex_id] = verdict
-    return out
+            self.proc = subprocess.Popen([python or sys.executable, "-m", "autograder.judge_process", "--serve",
+                                          json.dumps(list(modules))], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=log, env=env, cwd="/", start_new_session=True)
+        finally:
+            log.close()
+        self.modules = tuple(modules)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _line(self, timeout: float | None) -> dict | None:
+        import select
+
+        if timeout is not None and not select.select([self.proc.stdout], [], [], max(0.0, timeout))[0]:
+            return None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the judging zygote exited")
+        return json.loads(line)
+
+    def launch(self, spec: dict) -> "_Forked":
+        self.proc.stdin.write((json.dumps({"sandbox": spec["sandbox"], "env": spec["env"]}) + "\n").encode())
+        self.proc.stdin.flush()
+        reply = self._line(START_SECONDS["spawn"])  # the first request waits for the zygote's imports
+        if not reply or "pid" not in reply:
+            raise RuntimeError(f"the judging zygote did not fork: {reply}")
+        return _Forked(self, reply["pid"])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
-def _judge_one(ep: ExercisePlan, rep: dict, get_spec, judge_observations) -> Verdict:
-    if ep.mode == "none":
-        return Verdict("passed")
-    spec = get_spec(ep.id)
-    if rep.get("mode") == "grader" and isinstance(rep.get("observed"), dict):
-        try:
-            result = judge_observations(spec, ep.cases, rep["observed"])
-        except Exception as e:
-            return Verdict("error", f"the grader could not judge {ep.id}: {type(e).__name__}: {e}")
-    elif isinstance(rep.get("result"), dict):
-        result = rep["result"]
-        return Verdict("passed" if result.get("passed") is True else "failed", "" if result.get("passed") is True
-                       else str(result.get("message", "")))
+class _Forked:
+    def __init__(self, zygote: Zygote, pid: int):
+        self.zygote, self.pid, self.returncode = zygote, pid, None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            reply = self.zygote._line(timeout)
+            if reply is None:
+                raise subprocess.TimeoutExpired("judging process", timeout)
+            status = reply.get("status", 0)
+            self.returncode = os.waitstatus_to_exitcode(status) if status is not None else -1
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+_ZYGOTES: dict = {}
+
+
+def zygote(env: dict, modules=()) -> Zygote:
+    """This worker's zygote for ``env`` (a new one when the environment or the lesson's modules change)."""
+    key = (tuple(sorted(env.items())), tuple(modules))
+    z = _ZYGOTES.get(key)
+    if z is None or not z.alive():
+        for other in _ZYGOTES.values():
+            other.close()
+        _ZYGOTES.clear()
+        z = _ZYGOTES[key] = Zygote(env, modules)
+    return z
+
+
+def close_zygotes() -> None:
+    for z in _ZYGOTES.values():
+        z.close()
+    _ZYGOTES.clear()
+
+
+def _sandbox_dict(sb) -> dict:
+    if isinstance(sb, Unsandboxed):
+        return {"unsandboxed": True, "private": str(sb.private), "memory_bytes": sb.memory_bytes}
+    return sb.to_spec()
+
+
+def judge_one(task: Task, spec, nb_defs, setup_source: str, judging: Judging, seed: int) -> Verdict:
+    """Run one exercise's judging process and judge what it returned."""
+    import torch
+
+    from course_lib.checks import hidden_cases, judge_observations
+
+    from autograder.sandbox import Sandbox, default_readonly
+
+    t_start = time.perf_counter()
+    root = Path(tempfile.mkdtemp(prefix="vwb-j-", dir=_short_tmp()))
+    os.chmod(root, 0o711)
+    private = root / "p"
+    memory = judging.memory_mb * 2**20 if judging.memory_mb else 0
+    if judging.sandbox:
+        view = course_view(task.id)
+        sb = Sandbox(private=private, memory_bytes=memory, readonly=tuple(default_readonly()),
+                     binds={str(view): str(_course_lib())})
     else:
-        return Verdict("error", "the hidden tests left no result.")
-    return Verdict("passed" if result.passed else "failed", "" if result.passed else result.message)
+        sb = Unsandboxed(private=private, memory_bytes=memory)
+    try:
+        sb.prepare()
+        cases = hidden_cases(spec, seed, folder=private / "cases")
+        torch.save(cases, private / "cases.pt")
+        expected, ref_seconds = _time_reference(spec, cases)
+        limits = [max(MIN_CASE_SECONDS, REF_FACTOR * s) for s in ref_seconds]
+        topic = spec.module.removesuffix("_checks")
+        statements, _ = nb_defs
+        request = {"exercise": task.id, "name": task.name, "topic": topic, "setup": setup_source,
+                   "statements": statements, "limits": limits, "device": _device(),
+                   "forbidden": list(spec.forbidden)}
+        (private / "request.json").write_text(json.dumps(request))
+        for p in private.rglob("*"):
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        launch = {"sandbox": _sandbox_dict(sb), "env": _child_env(judging), "modules": list(judging.modules)}
+        proc = (judging.launch or _spawn)(launch)
+        deadline = judging.start_seconds() + sum(limits) + 10
+        try:
+            timed_out = _watch(proc, private, limits, deadline)
+        finally:
+            sb.kill_all()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # its session: what it started goes too (unsandboxed)
+            except (ProcessLookupError, PermissionError, AttributeError):
+                pass
+            try:
+                proc.kill()
+                proc.wait(timeout=10)
+            except Exception:
+                pass
+        oom = sb.out_of_memory()
+        trips = reached(private)
+        verdict = _decide(task, spec, private, cases, expected, trips, timed_out, oom, proc, judging,
+                          judge_observations, deadline)
+    finally:
+        sb.close()
+        shutil.rmtree(root, ignore_errors=True)
+    verdict.seconds = time.perf_counter() - t_start
+    return verdict
 
 
-def finish(nb: nbformat.NotebookNode, plan: Plan, found: dict[str, Verdict]) -> None:
-    """Make the executed notebook fit to show: no injected cells, test cells saying what was decided."""
-    nb.cells = [c for c in nb.cells if not c.get("metadata", {}).get("autograder", {}).get("injected")]
+CASE_GRACE = 1.5  # seconds past a case's limit before a process that swallowed the alarm is killed
+
+
+def _watch(proc, private: Path, limits: list[float], deadline: float) -> bool:
+    """Wait for the judging process; True when it had to be stopped: a case ran ``CASE_GRACE`` past its
+    limit (its code caught the alarm), or the whole process outlived ``deadline``."""
+    t0 = time.monotonic()
+    progress = private / "progress"
+    while True:
+        try:
+            proc.wait(timeout=0.1)
+            return False
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if now - t0 > deadline:
+            return True
+        try:
+            st = os.lstat(progress)
+            index = int(_read_file(progress, 64).decode().strip() or 0)
+            limit = limits[min(max(index, 0), len(limits) - 1)] if limits else MIN_CASE_SECONDS
+            if time.time() - st.st_mtime > limit + CASE_GRACE:
+                return True
+        except (OSError, ValueError, BadResult):
+            pass
+
+
+def _decide(task, spec, private, cases, expected, trips, timed_out, oom, proc, judging, judge_observations,
+            deadline) -> Verdict:
+    own = [t for t in trips if t == f"reference {task.id}" or t.startswith("forbidden ")]
+    if own:
+        names = ", ".join(f"`{t.split(' ', 1)[1]}`" for t in own)
+        what = "the course's reference" if any(t.startswith("reference") for t in own) else \
+            "a library function that does the whole exercise"
+        return Verdict(Status.FLAGGED, f"your `{task.id}` uses {what} ({names}) instead of implementing it: write the "
+                                       "computation yourself (an instructor will review this flag).")
+    try:
+        result = load_result(private / "result.pt")
+    except FileNotFoundError:
+        result = None
+    except BadResult as e:
+        return Verdict(Status.ERROR, f"what your code returned could not be read back ({e}).")
+    if result is None:
+        if oom:
+            return Verdict(Status.OUT_OF_MEMORY, f"your `{task.name}` used more than the {judging.memory_mb} MB "
+                                                 "this exercise may use, and was stopped.")
+        if timed_out:
+            return Verdict(Status.TIMEOUT, f"your `{task.name}` kept running past its time limit and was stopped: "
+                                           "look for a loop that never ends, or work far bigger than the case needs.")
+        code = getattr(proc, "returncode", None)
+        return Verdict(Status.ERROR, f"the judging of your `{task.name}` ended without a result (exit status {code}): "
+                                     "does your code end Python (exit(), os._exit) or crash it?")
+    problems = [str(p) for p in result.get("problems") or []][:5]
+    note = ("\n  While loading your definitions: " + "; ".join(problems)) if problems else ""
+    if result.get("missing"):
+        return Verdict(Status.FAILED, f"✗ {task.id}: `{task.name}` is not defined: run the cell that defines it "
+                                      f"(and the cells before it) without errors.{note}")
+    observed = result.get("observed")
+    if type(observed) is not dict or not observed.get("portable"):
+        why = observed.get("why", "") if type(observed) is dict else ""
+        return Verdict(Status.FAILED, f"✗ {task.id}: your answer could not be sent as plain data ({why}).{note}")
+    try:
+        verdict = judge_observations(spec, cases, observed, expected=expected)
+    except Exception as e:
+        return Verdict(Status.ERROR, f"the grader could not judge {task.id}: {type(e).__name__}: {e}")
+    if verdict.passed:
+        return Verdict(Status.PASSED)
+    raised = [o for o in observed.get("observations") or [] if type(o) is dict and o.get("timeout")]
+    return Verdict(Status.TIMEOUT if raised else Status.FAILED, verdict.message + note)
+
+
+def _child_env(judging: Judging) -> dict:
+    env = {k: v for k, v in judging.env.items()}
+    env.update({"COURSE_PROFILE": judging.profile, "COURSE_GRADING": "1", "MPLBACKEND": "Agg",
+                "PYTHONDONTWRITEBYTECODE": "1"})
+    return env
+
+
+def _short_tmp() -> str:
+    # AF_UNIX paths and long mount paths stay short under /tmp whatever TMPDIR a test sets.
+    return "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
+
+
+def judge_answer(task: Task, spec, nb) -> Verdict:
+    from course_lib.checks import judge_observations, to_portable
+
+    value, why = answer_value(nb, task.id, task.name)
+    if why:
+        return Verdict(Status.FAILED, f"✗ {task.id}: {why}")
+    try:
+        observed = {"portable": True, "kind": "answer", "value": to_portable(value)}
+        result = judge_observations(spec, [], observed)
+    except Exception as e:
+        return Verdict(Status.FAILED, f"✗ {task.id}: your answer could not be read ({type(e).__name__}: {e}).")
+    return Verdict(Status.PASSED) if result.passed else Verdict(Status.FAILED, result.message)
+
+
+def judge_submission(nb: nbformat.NotebookNode, source: nbformat.NotebookNode, judging: Judging,
+                     seed: int | None = None) -> dict[str, Verdict]:
+    """A verdict for every exercise of the lesson (see the module docstring). ``seed``: secret, drawn here."""
+    from course_lib.checks import get_spec
+
+    seed = secrets.randbits(62) if seed is None else seed
+    setup = next((c.source for c in source.cells if grade_id(c) == "setup"), "")
+    defs = definitions(nb)
+    solution_cells = {grade_id(c): i for i, c in enumerate(nb.cells) if grade_id(c)}
+    out: dict[str, Verdict] = {}
+    for task in plan(source):
+        if task.problem:
+            out[task.id] = Verdict(Status.ERROR, task.problem)
+            continue
+        try:
+            spec = get_spec(task.id)
+        except KeyError as e:
+            out[task.id] = Verdict(Status.ERROR, str(e))
+            continue
+        if spec.kind == "answer":
+            out[task.id] = judge_answer(task, spec, nb)
+            continue
+        broken = defs[1].get(solution_cells.get(task.id, -1))
+        ex_seed = (seed + zlib.crc32(task.id.encode())) % (1 << 62)
+        try:
+            verdict = judge_one(task, spec, defs, setup, judging, ex_seed)
+        except Exception as e:  # the grader's own failure: say so, never pass
+            verdict = Verdict(Status.ERROR, f"the grader could not judge {task.id}: {type(e).__name__}: {e}")
+        if broken and verdict.status != Status.PASSED:
+            verdict.message += f"\n  Your answer cell has a syntax error ({broken}), so nothing in it was defined."
+        out[task.id] = verdict
+    return out
+
+
+def finish(nb: nbformat.NotebookNode, found: dict[str, Verdict]) -> None:
+    """The executed notebook made fit to show: each test cell says what the grader decided, nothing more."""
     for cell in nb.cells:
-        ex_id = cell.get("metadata", {}).get("autograder", {}).get("collect")
+        ex_id = cell.get("metadata", {}).get("autograder", {}).get("test")
         if not ex_id:
             continue
-        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
-        cell.source = f"# hidden tests for {ex_id} ran in the grader"
         v = found.get(ex_id)
-        text = ("✓ passed" if v.status == "passed" else f"{v.status}: {v.message}") if v else ""
-        cell.outputs = ([nbformat.v4.new_output("stream", name="stdout", text=text + "\n")] if text else []) + \
-                       [e for e in errors if e.get("ename") == "TimeoutError"]
+        text = ("✓ passed" if v.status == Status.PASSED else f"{v.status}: {v.message}") if v else ""
+        cell.source = f"# hidden tests for {ex_id} ran in the grader"
+        timeouts = [o for o in cell.get("outputs", []) if o.get("ename") == "TimeoutError"]
+        cell.outputs = ([nbformat.v4.new_output("stream", name="stdout", text=text + "\n")] if text else []) + timeouts
 
 
-# ----------------------------------------------------------------------------- static scan
-
-def _dotted(node) -> str | None:
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-        return ".".join(reversed(parts))
-    return None
-
-
-def _parse(source: str):
-    lines = [ln for ln in source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
-    try:
-        return ast.parse("\n".join(lines))
-    except SyntaxError:
-        return None
-
-
-def _aliases(trees) -> dict[str, str]:
-    names: dict[str, str] = {}
-    for tree in trees:
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                for a in node.names:
-                    if a.asname:
-                        names[a.asname] = a.name
-                    else:
-                        names[a.name.split(".")[0]] = a.name.split(".")[0]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                for a in node.names:
-                    if a.name != "*":
-                        names[a.asname or a.name] = f"{node.module}.{a.name}"
-    return names
+def hold_calls(nb: nbformat.NotebookNode, names: set[str]) -> dict[int, str]:
+    """Blank, in place, the code cells that call one of ``names`` (functions the judge had to stop: in the
+    notebook they would only wait out their time limit); the original sources by cell index."""
+    held: dict[int, str] = {}
+    if not names:
+        return held
+    for i, cell in enumerate(nb.cells):
+        if cell.get("cell_type") != "code":
+            continue
+        try:
+            tree = _parse(cell.source)
+        except (SyntaxError, ValueError, MemoryError, RecursionError):
+            continue
+        called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        passed = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        if (called | passed) & names:
+            held[i] = cell.source
+            cell.source = "pass"
+    return held
 
 
-def _same(resolved: str, target: str) -> bool:
-    r, t = resolved.split("."), target.split(".")
-    return len(r) >= 2 and r[0] == t[0] and r[-1] == t[-1]
+def release_calls(nb: nbformat.NotebookNode, held: dict[int, str]) -> None:
+    """Put back the cells :func:`hold_calls` blanked, each with a note saying why it was not run."""
+    for i, text in held.items():
+        cell = nb.cells[i]
+        cell.source = text
+        cell.execution_count = None
+        cell.outputs = [nbformat.v4.new_output(
+            "stream", name="stderr", text="[autograder] not run: it calls a function of yours that the grader had to "
+                                          "stop when judging it (see its exercise above).\n")]
 
 
-def _targets(spec) -> list[tuple[str, str]]:
-    """(dotted name, what to call it in a message) of everything the exercise may not call."""
-    out = [(f"{spec.module.removesuffix('_checks')}.{spec.id}", "the course's reference")]
-    out += [(name, "a library function that does the whole exercise") for name in spec.forbidden]
-    return out
-
-
-def scan_cell(source: str, spec, aliases: dict[str, str]) -> str | None:
-    """Why the functions defined in a solution cell are flagged, or None."""
-    tree = _parse(source)
-    if tree is None:
-        return None
-    targets = _targets(spec)
-    for fn in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef))]:
-        for node in ast.walk(fn):
-            resolved = None
-            if isinstance(node, (ast.Attribute, ast.Name)) and isinstance(getattr(node, "ctx", None), ast.Load):
-                d = _dotted(node)
-                if d:
-                    head, _, rest = d.partition(".")
-                    resolved = aliases.get(head, head) + (f".{rest}" if rest else "")
-            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr" \
-                    and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str):
-                base = _dotted(node.args[0])
-                if base:
-                    head, _, rest = base.partition(".")
-                    resolved = aliases.get(head, head) + (f".{rest}" if rest else "") + f".{node.args[1].value}"
-            if not resolved:
-                continue
-            for target, what in targets:
-                if _same(resolved, target):
-                    return (f"your `{spec.id}` uses {what}, `{resolved}`, instead of implementing it: "
-                            "write the computation yourself (an instructor will review this flag).")
-    return None
-
-
-def static_flags(nb: nbformat.NotebookNode) -> dict[str, str]:
-    """Exercise id -> why its solution cell is flagged, for every flagged solution cell."""
-    from course_lib.checks import registry
-
-    specs = registry()
-    code = [c for c in nb.cells if c.get("cell_type") == "code"]
-    trees = [t for t in (_parse(c.source) for c in code) if t is not None]
-    aliases = _aliases(trees)
-    out = {}
-    for cell in code:
+def blank_tests(nb: nbformat.NotebookNode, source: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The notebook the kernel runs: each test cell is a comment, so no hidden test enters the student's process."""
+    out = nbformat.from_dict(dict(nb))
+    cells = []
+    tests = {ex.test_id: ex.id for ex in exercises(source)}
+    for cell in nb.cells:
+        cell = nbformat.from_dict(dict(cell))
         gid = grade_id(cell)
-        if gid in specs and specs[gid].kind != "answer":
-            why = scan_cell(cell.source, specs[gid], aliases)
-            if why:
-                out[gid] = why
+        if gid in tests:
+            cell.cell_type = "code"
+            cell.source = f"# hidden tests for {tests[gid]} run in the grader, not in this notebook"
+            cell.outputs, cell.execution_count = [], None
+            cell.metadata["autograder"] = {"test": tests[gid]}
+        cells.append(cell)
+    out.cells = cells
     return out
-
-
-# --------------------------------------------------------------------- the kernel's side
-
-GUARD_TEMPLATE = r'''# Injected by the autograder before any student code: it records what the notebook does to
-# the grading environment. The grade itself is decided outside this kernel.
-def __autograder_make_guard__():
-    import builtins, os, re, sys, types, traceback
-    import numpy, numpy.testing, torch
-    import course_lib.checks as checks
-
-    blocked = tuple(os.path.join(p, "") for p in @BLOCKED@)
-    folder = os.path.join(@FOLDER@, "")
-    state = {"allow": 0, "attempts": []}
-
-    def hook(event, args):
-        if event == "open":
-            target = args[0] if args else None
-            if isinstance(target, int) or target is None:
-                return
-            try:
-                path = os.path.realpath(os.fsdecode(target))
-            except Exception:
-                return
-            if path.startswith(blocked) or (path.startswith(folder) and not state["allow"]):
-                state["attempts"].append(f"tried to open {path}")
-                raise PermissionError(f"the autograder does not let notebooks open {path}")
-        elif event in ("os.system", "subprocess.Popen", "os.posix_spawn", "os.exec", "os.spawn") and not state["allow"]:
-            text = repr(args)
-            if ("solutions" in text or "autograder" in text or folder.rstrip(os.sep) in text
-                    or re.search(r"\bgit\b", text)):
-                state["attempts"].append(f"tried to run {text[:120]}")
-                raise PermissionError("the autograder does not let notebooks run that command")
-        elif event in ("os.remove", "os.rename", "os.rmdir", "shutil.rmtree", "shutil.move", "os.truncate") and not state["allow"]:
-            if any(isinstance(a, (str, bytes, os.PathLike)) and os.path.realpath(os.fsdecode(a)).startswith(folder) for a in args):
-                state["attempts"].append(f"tried {event} in the grader's folder")
-                raise PermissionError("the autograder does not let notebooks change its files")
-
-    sys.addaudithook(hook)
-
-    # ipykernel swaps these for every request (stdin forwarding) or owns them.
-    ipython_managed = {"input", "raw_input", "getpass", "display", "get_ipython", "exit", "quit", "help",
-                       "copyright", "credits", "license"}
-
-    def snapshot():
-        checks.registry()
-        snap = {}
-        for name in ("allclose", "isclose", "equal", "save", "load", "is_tensor"):
-            snap[f"torch.{name}"] = getattr(torch, name, None)
-        for name in ("allclose", "equal", "__eq__", "__ne__", "isclose", "tolist", "item"):
-            snap[f"torch.Tensor.{name}"] = getattr(torch.Tensor, name, None)
-        for name in ("allclose", "isclose", "array_equal"):
-            snap[f"numpy.{name}"] = getattr(numpy, name, None)
-        for name in dir(numpy.testing):
-            if name.startswith("assert"):
-                snap[f"numpy.testing.{name}"] = getattr(numpy.testing, name)
-        for name, val in vars(builtins).items():
-            if not name.startswith("_") and name not in ipython_managed:
-                snap[f"builtins.{name}"] = val
-        snap["builtins.__import__"] = builtins.__import__
-        for name, val in vars(checks).items():
-            if isinstance(val, (types.FunctionType, type)) or name == "_registry":
-                snap[f"course_lib.checks.{name}"] = val
-        for spec_id, spec in checks.registry().items():
-            for attr in ("reference", "cases", "judge", "observe", "mistakes", "n_hidden", "kind"):
-                snap[f"spec {spec_id}.{attr}"] = getattr(spec, attr)
-        for mod in list(sys.modules):
-            if mod in ("torch", "numpy", "numpy.testing", "builtins", "traceback") or mod.startswith("course_lib"):
-                snap[f"sys.modules[{mod!r}]"] = sys.modules[mod]
-        try:
-            ip = get_ipython()  # noqa: F821 - IPython's builtin
-            for name in ("showtraceback", "_showtraceback", "showsyntaxerror", "run_cell", "run_code"):
-                snap[f"IPython {name}"] = getattr(type(ip), name, None)
-                snap[f"IPython instance {name}"] = ip.__dict__.get(name)
-        except NameError:
-            pass
-        return snap
-
-    def current(key):
-        if key.startswith("IPython instance "):
-            return get_ipython().__dict__.get(key.rsplit(" ", 1)[1])  # noqa: F821
-        if key.startswith("IPython "):
-            return getattr(type(get_ipython()), key.rsplit(" ", 1)[1], None)  # noqa: F821
-        if key.startswith("sys.modules["):
-            return sys.modules.get(key[len("sys.modules['"):-2])
-        if key.startswith("spec "):
-            spec_id, attr = key[5:].rsplit(".", 1)
-            return getattr(registry().get(spec_id), attr, None)
-        if key.startswith("builtins."):
-            return vars(builtins).get(key[9:])
-        owner, _, attr = key.rpartition(".")
-        obj = {"torch": torch, "torch.Tensor": torch.Tensor, "numpy": numpy, "numpy.testing": numpy.testing,
-               "course_lib.checks": checks}[owner]
-        return getattr(obj, attr, None)
-
-    original = snapshot()
-    registry, get_spec, run_check = checks.registry, checks.get_spec, checks.run_check
-    observe_cases, global_names, topic_module = checks.observe_cases, checks._global_names, checks.topic_module
-    CheckFailed, t_save, t_load, realpath = checks.CheckFailed, torch.save, torch.load, os.path.realpath
-    import course_lib.config as _config
-    current_config = _config.current
-
-    def tampering():
-        found = []
-        for key, val in original.items():
-            try:
-                now = current(key)
-            except Exception:
-                now = None
-            if now is not val:
-                found.append(f"{key} was replaced")
-        return found
-
-    def resolve(dotted):
-        parts = dotted.split(".")
-        for i in range(len(parts) - 1, 0, -1):
-            mod = sys.modules.get(".".join(parts[:i]))
-            if mod is None:
-                continue
-            owner = mod
-            try:
-                for p in parts[i:-1]:
-                    owner = getattr(owner, p)
-                return owner, parts[-1], getattr(owner, parts[-1])
-            except AttributeError:
-                return None
-        return None
-
-    def runtime_flags(spec, obj):
-        found, names = [], [(f"{spec.module.removesuffix('_checks')}.{spec.id}", "the course's reference")]
-        names += [(n, "a library function that does the whole exercise") for n in spec.forbidden]
-        ref = spec.reference
-        if ref is not None and (obj is ref or getattr(obj, "__code__", None) is getattr(ref, "__code__", 0)):
-            found.append(f"your `{spec.id}` is the course's reference itself: implement it yourself.")
-        code = getattr(obj, "__code__", None)
-        if code is not None:
-            values = [getattr(obj, "__globals__", {}).get(n) for n in global_names(code)]
-            values += [c.cell_contents for c in (getattr(obj, "__closure__", None) or ()) if c.cell_contents is not None]
-            for dotted, what in names:
-                hit = resolve(dotted)
-                if hit and any(v is hit[2] for v in values if v is not None) and not isinstance(hit[2], type):
-                    found.append(f"your `{spec.id}` uses {what}, `{dotted}`, instead of implementing it.")
-        return found, names
-
-    class Probe:
-        """Swaps the reference and forbidden functions for wrappers that note a call."""
-
-        def __init__(self, names):
-            self.names, self.calls, self.undo = names, [], []
-
-        def __enter__(self):
-            for dotted, what in self.names:
-                hit = resolve(dotted)
-                if not hit or isinstance(hit[2], type) or not callable(hit[2]):
-                    continue
-                owner, attr, fn = hit
-                calls = self.calls
-
-                def spy(*a, _fn=fn, _d=dotted, _w=what, _id=self.ex_id, **k):
-                    calls.append(f"your `{_id}` called {_w}, `{_d}`, instead of implementing it.")
-                    return _fn(*a, **k)
-
-                try:
-                    setattr(owner, attr, spy)
-                    self.undo.append((owner, attr, fn))
-                except Exception:
-                    pass
-            return self
-
-        def __exit__(self, *exc):
-            for owner, attr, fn in reversed(self.undo):
-                setattr(owner, attr, fn)
-
-    def safe_save(report, path):
-        state["allow"] += 1
-        try:
-            t_save(report, path)
-        finally:
-            state["allow"] -= 1
-
-    def collect(ns, ex_id, name, mode, seed, report, cases, extra):
-        out = {"id": ex_id, "mode": mode, "flags": [], "extra": []}
-        try:
-            out["tampering"] = tampering()
-            spec = registry()[ex_id]
-            obj = ns.get(name, collect)
-            if mode == "none":
-                pass
-            elif obj is collect:
-                out["missing"] = True
-            else:
-                flags, names = runtime_flags(spec, obj) if spec.kind != "answer" else ([], [])
-                out["flags"] += flags
-                if mode == "grader" and spec.kind != "answer":
-                    state["allow"] += 1
-                    try:
-                        case_list = t_load(os.path.join(folder, cases), weights_only=False) if cases else []
-                    finally:
-                        state["allow"] -= 1
-                    probe = Probe(names)
-                    probe.ex_id = ex_id
-                    try:  # the hidden cases run where the lesson runs: the GPU when the kernel has one
-                        device = current_config().device
-                    except Exception:
-                        device = None
-                    with probe:
-                        observed = observe_cases(spec, obj, case_list, device=device)
-                    out["flags"] += sorted(set(probe.calls))
-                elif mode == "grader":
-                    observed = observe_cases(spec, obj)
-                if mode == "grader" and observed.get("portable"):
-                    out["observed"] = observed
-                else:
-                    out["mode"] = "kernel"
-                    result = run_check(spec, obj, hidden=True, seed=seed)
-                    out["result"] = {"passed": bool(result.passed), "message": str(result.message)}
-            for stmt in extra:
-                try:
-                    exec(stmt, ns)
-                    out["extra"].append((True, ""))
-                except CheckFailed as e:
-                    out["extra"].append((False, str(e)))
-                except Exception as e:
-                    out["extra"].append((False, traceback.format_exception_only(type(e), e)[-1].strip()))
-            out["tampering"] = sorted(set(out["tampering"] + tampering()))
-        except Exception as e:
-            out["error"] = traceback.format_exception_only(type(e), e)[-1].strip()
-        out["attempts"] = list(state["attempts"])
-        safe_save(out, report)
-        print(f"collected {ex_id}: the grader decides the result.")
-
-    def final(ns):
-        safe_save({"tampering": tampering(), "attempts": list(state["attempts"])}, @FINAL@)
-
-    return types.SimpleNamespace(collect=collect, final=final)
-
-
-__autograder__ = __autograder_make_guard__()
-del __autograder_make_guard__
-'''

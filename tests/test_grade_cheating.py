@@ -1,13 +1,19 @@
-"""The autograder against cheats, tampering, bad files and noisy stderr (issue 9).
+"""The autograder against a student who has read its source (issue 17), bad files and noisy stderr.
 
-One class of small submissions is graded once (module fixture), in this process, on a short
-copy of lesson 06 (its exercises without the training cells), so the whole file runs a
-dozen short notebooks. Every cheat must score no more than the honest wrong answer.
+One class of small submissions is graded once (module fixture), in this process, on a short copy of lesson 06
+(its exercises without the training cells). Every cheat is held to one bar: it scores no more than the honest
+wrong answer, and it changes no other student's row. The grade comes from a sandboxed judging process that never
+ran the notebook, so what a notebook does in its own kernel (patching the checker, swapping the collector,
+writing reports, reading files, starting processes) can only cost the feedback page, never earn points.
 """
 import copy
+import hashlib
 import io
 import json
+import os
 import pickle
+import time
+import zipfile
 from pathlib import Path
 
 import nbformat
@@ -22,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # self-check and test, minus the training and the widget (slow, and not what is tested here).
 KEEP = ("setup", "make_fill_image", "fill_l1_loss", "predict_fill", "same_image_levels")
 WRONG_LOSS = "def fill_l1_loss(pred, target):\n    return torch.abs(pred - target).mean()\n"
+MARKER = "vwb-background-marker-7f3a"  # in the command line of every process a cheat leaves behind
 
 
 def _short(nb):
@@ -39,6 +46,10 @@ def _short(nb):
 
 def _solution():
     return notebooks.read(notebooks.source_path(LESSON))
+
+
+def _blank():
+    return notebooks.read(notebooks.release_path(LESSON))
 
 
 def _set(nb, gid, source):
@@ -59,21 +70,438 @@ def _wrong():
     return _set(_solution(), "fill_l1_loss", WRONG_LOSS)
 
 
-CHEATS = {
-    # each: the honest wrong answer plus a cheat that would have hidden it from the old grader
+# Cheats that act in the notebook's own kernel. None can change a grade any more: they are graded as "wrong".
+KERNEL_CHEATS = {
     "patch_allclose": "import torch, numpy\ntorch.allclose = lambda *a, **k: True\nnumpy.allclose = lambda *a, **k: True",
-    "patch_numpy_testing": "import numpy.testing\nnumpy.testing.assert_allclose = lambda *a, **k: None",
     "patch_checker": ("import course_lib.checks as _c\n"
                       "_c.run_check = lambda spec, obj, hidden=False, seed=None: _c.CheckResult(spec.id, True, 1, 'ok')\n"
                       "_c.check = lambda *a, **k: None\ncheck = _c.check"),
-    "patch_builtins": "import builtins\n_isinstance = builtins.isinstance\nbuiltins.isinstance = lambda a, b: _isinstance(a, b)",
-    "patch_sys_modules": ("import sys, types\nfake = types.ModuleType('course_lib.checks')\n"
-                          "fake.check = lambda *a, **k: None\nsys.modules['course_lib.checks'] = fake"),
     "showtraceback": "ip = get_ipython()\nip.showtraceback = lambda *a, **k: None\nip._showtraceback = lambda *a, **k: None",
-    "reads_solutions": (f"import nbformat\nsol = nbformat.read({str(notebooks.source_path(LESSON))!r}, as_version=4)\n"
-                        "exec(next(c.source for c in sol.cells if c.metadata.get('nbgrader', {}).get('grade_id') == 'fill_l1_loss'))"),
-    "reads_hidden_cases": "import glob\nfor p in glob.glob('.autograder-*/*'):\n    open(p, 'rb').read()",
+    # the forged report of the old design, written where the kernel runs and in every folder it can reach
+    "forged_report": ("import torch, glob, os\nfake = {'passed': True, 'result': {'passed': True}, 'observed': None}\n"
+                      "for d in ['.'] + glob.glob('/tmp/*') + glob.glob('/tmp/*/*'):\n"
+                      "    try:\n        torch.save(fake, os.path.join(d, 'result.pt'))\n    except Exception:\n        pass"),
 }
+
+# The five ways around the old audit hook, each trying to read the solutions and the grader's hidden cases.
+SECRET_PATHS = [str(notebooks.SOLUTIONS / LESSON / f"{LESSON}.ipynb"), str(ROOT / "autograder" / "judge.py")]
+READS_SECRETS = f"""
+import ctypes, glob, os, subprocess
+paths = {SECRET_PATHS!r}
+got = []
+for p in paths:
+    try:  # a relative path opened with dir_fd
+        d = os.open(os.path.dirname(p), os.O_RDONLY)
+        got.append(os.read(os.open(os.path.basename(p), os.O_RDONLY, dir_fd=d), 200))
+    except Exception as e:
+        got.append(repr(e))
+    try:  # libc's open, past Python's audit hooks
+        libc = ctypes.CDLL(None)
+        fd = libc.open(p.encode(), 0)
+        buf = ctypes.create_string_buffer(200)
+        got.append(buf.raw[:libc.read(fd, buf, 200)] if fd >= 0 else b'no fd')
+    except Exception as e:
+        got.append(repr(e))
+    got.append(subprocess.run(['cat', p], capture_output=True).stdout[:200])  # a shell command
+got.append(glob.glob('/tmp/vwb-*/**', recursive=True)[:20])  # the judging processes' folders
+got.append([os.environ.get(k, '') for k in os.environ if 'SEED' in k.upper()])  # a seed in the environment
+print('LEAKED:', got)
+"""
+
+# Routes to the judged exercise's reference (fill_l1_loss): each must be flagged or fail.
+REFERENCE_ROUTES = {
+    "ref_alias": ("from course_lib.fill_level import fill_l1_loss as l1\n\n"
+                  "def fill_l1_loss(pred, target):\n    return l1(pred, target)\n"),
+    "ref_spec": ("from course_lib.checks import get_spec\n\n"
+                 "def fill_l1_loss(pred, target):\n    return get_spec('fill_l1_loss').reference(pred, target)\n"),
+    "ref_partial": ("import functools\nfrom course_lib import fill_level as fl\n\n"
+                    "def fill_l1_loss(pred, target, _f=functools.partial(fl.fill_l1_loss)):\n    return _f(pred, target)\n"),
+    "ref_list": ("from course_lib import fill_level as fl\n\n"
+                 "def fill_l1_loss(pred, target, _box=[fl.fill_l1_loss]):\n    return _box[0](pred, target)\n"),
+    "ref_callable": ("from course_lib import fill_level as fl\n\nclass _Loss:\n    def __call__(self, p, t):\n"
+                     "        return vars(fl)['fill_' + 'l1_loss'](p, t)\n\nfill_l1_loss = None\n\n"
+                     "def fill_l1_loss(pred, target):\n    return _Loss()(pred, target)\n"),
+    "ref_gc": ("import gc, types\n\ndef fill_l1_loss(pred, target):\n    for o in gc.get_objects():\n"
+               "        if isinstance(o, types.FunctionType) and o.__name__ == 'fill_l1_loss' and o.__module__ != '__main__':\n"
+               "            return o(pred, target)\n    return (pred - target).sum() * 0\n"),
+    "ref_frames": ("import sys\n\ndef fill_l1_loss(pred, target):\n    f = sys._getframe(1)\n    while f is not None:\n"
+                   "        spec = f.f_locals.get('spec')\n        if spec is not None and getattr(spec, 'reference', None):\n"
+                   "            return spec.reference(pred, target)\n        f = f.f_back\n"
+                   "    return (pred - target).sum() * 0\n"),
+    "ref_source": ("import course_lib, os\n\ndef fill_l1_loss(pred, target):\n    ns = {}\n"
+                   "    exec(open(os.path.join(os.path.dirname(course_lib.__file__), 'fill_level.py')).read(), ns)\n"
+                   "    return ns['fill_l1_loss'](pred, target)\n"),
+    "lib_torch": "import torch.nn.functional as F\n\ndef fill_l1_loss(pred, target):\n    return F.l1_loss(pred.reshape(-1), target)\n",
+    "lib_module": "from torch import nn\n\ndef fill_l1_loss(pred, target):\n    return nn.L1Loss()(pred.reshape(-1), target)\n",
+    "lib_c": "import torch\n\ndef fill_l1_loss(pred, target):\n    return torch._C._nn.l1_loss(pred.reshape(-1), target, 1)\n",
+}
+
+LYING_FLOAT = """class _Lie(float):
+    def __sub__(self, other):
+        return 0.0
+    __rsub__ = __sub__
+    def __eq__(self, other):
+        return True
+    __hash__ = float.__hash__
+
+def predict_fill(model, image, size=None):
+    return _Lie(0.123)
+"""
+
+# A background process that outlives its cell and tries to reach what other students and the grader own.
+BACKGROUND = f"""
+import subprocess, sys
+code = '''
+import glob, os, signal, time
+end = time.time() + 120
+while time.time() < end:
+    for p in glob.glob('/tmp/**/journal.jsonl', recursive=True) + glob.glob('/tmp/**/grades.csv', recursive=True):
+        try: open(p, 'a').write('forged\\\\n')
+        except Exception: pass
+    for p in glob.glob('/tmp/**/alice/**/*.ipynb', recursive=True):
+        try: open(p, 'w').write('{{}}')
+        except Exception: pass
+    for pid in os.listdir('/proc'):
+        if pid.isdigit() and int(pid) != os.getpid():
+            try: os.kill(int(pid), signal.SIGKILL)
+            except Exception: pass
+    time.sleep(0.2)
+'''
+subprocess.Popen([sys.executable, '-c', code, '{MARKER}'], start_new_session=True)
+"""
+
+HANGING_LOSS = "def fill_l1_loss(pred, target):\n    while True:\n        pass\n"
+STUBBORN_LOSS = ("def fill_l1_loss(pred, target):\n    while True:\n        try:\n            while True:\n"
+                 "                pass\n        except BaseException:\n            pass\n")
+# MAP_SHARED pages, touched one per page in C: the cgroup counts them as the sandbox's memory.
+BIG_SHARED_MMAP = ("import mmap\nimport numpy as np\n_m = mmap.mmap(-1, 4000 << 20)\n"
+                   "np.frombuffer(_m, dtype=np.uint8)[::4096] = 1\n")
+EXIT_IN_DEFAULT = ("import os, torch\n\ndef _forge():\n"
+                   "    torch.save({'observed': {'portable': True, 'kind': 'function', 'observations': []}, "
+                   "'passed': True}, 'result.pt')\n    os._exit(0)\n\n"
+                   "def make_fill_image(fill_level, size=900, _x=_forge()):\n    return None\n")
+
+
+def _attachment():
+    nb = _solution()
+    png = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+    cell = nbformat.v4.new_markdown_cell("My screenshot:\n\n![shot.png](attachment:shot.png)")
+    cell["attachments"] = {"shot.png": {"image/png": png}}
+    nb.cells.insert(3, cell)
+    return nb
+
+
+def _students():
+    out = {"alice": _solution(), "wrong": _wrong(), "blank": _blank(),
+           "swap_collector": _after(_blank(), "setup",
+                                    "__autograder__.collect = __autograder__.final = lambda *a, **k: None"),
+           "reads_secrets": _after(_wrong(), "setup", READS_SECRETS),
+           "background": _after(_wrong(), "setup", BACKGROUND),
+           "lying_float": _set(_solution(), "predict_fill", LYING_FLOAT),
+           "hangs": _set(_solution(), "fill_l1_loss", HANGING_LOSS),
+           "stubborn": _set(_solution(), "fill_l1_loss", STUBBORN_LOSS),
+           "mmap_kernel": _after(_solution(), "setup", BIG_SHARED_MMAP),
+           "mmap_judged": _set(_solution(), "make_fill_image",
+                               "import mmap\nimport numpy as np\n\ndef make_fill_image(fill_level, size=900):\n"
+                               + "".join("    " + ln + "\n" for ln in BIG_SHARED_MMAP.splitlines()[2:])
+                               + "    return None\n"),
+           "exits_while_loading": _set(_wrong(), "make_fill_image", EXIT_IN_DEFAULT),
+           "attachment": _attachment(),
+           "=2+3*7": _solution()}
+    for name, code in KERNEL_CHEATS.items():
+        out[name] = _after(_wrong(), "setup", code)
+    for name, code in REFERENCE_ROUTES.items():
+        out[name] = _set(_solution(), "fill_l1_loss", code)
+    return out
+
+
+@pytest.fixture(scope="module")
+def short_lesson(tmp_path_factory):
+    """SOLUTIONS/LESSONS pointing at a short copy of lesson 06, in this process."""
+    base = tmp_path_factory.mktemp("course")
+    for folder, path in (("solutions", notebooks.source_path(LESSON)), ("lessons", notebooks.release_path(LESSON))):
+        dest = base / folder / LESSON / f"{LESSON}.ipynb"
+        dest.parent.mkdir(parents=True)
+        nbformat.write(_short(nbformat.read(path, as_version=4)), dest)
+    for other in notebooks.lessons():  # the other lessons as they are, to recognise their notebooks
+        if other != LESSON:
+            (base / "solutions" / other).symlink_to(notebooks.SOLUTIONS / other)
+            (base / "lessons" / other).symlink_to(notebooks.LESSONS / other)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(notebooks, "SOLUTIONS", base / "solutions")
+    mp.setattr(notebooks, "LESSONS", base / "lessons")
+    yield base
+    mp.undo()
+
+
+def _write_class(subs: Path, students: dict) -> None:
+    for student, nb in students.items():
+        path = subs / student / LESSON / f"{LESSON}.ipynb"
+        path.parent.mkdir(parents=True)
+        nbformat.write(nb, path)
+
+
+def _by(rows):
+    by = {}
+    for r in rows:
+        by.setdefault(r.student_id, {})[r.exercise] = r
+    return by
+
+
+OPTS = grade.Options(profile="ci", memory_mb=3000)
+
+
+@pytest.fixture(scope="module")
+def graded(short_lesson, tmp_path_factory):
+    subs, out = tmp_path_factory.mktemp("subs"), tmp_path_factory.mktemp("out")
+    _write_class(subs, _students())
+    bad = {"empty": b"", "junk": bytes(range(256)) * 8, "cut": json.dumps(_solution())[:3000].encode(),
+           "wrong_lesson": nbformat.writes(notebooks.read(ROOT / "lessons" / "03_multilabel" / "03_multilabel.ipynb")).encode()}
+    for student, data in bad.items():
+        path = subs / student / LESSON / f"{LESSON}.ipynb"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(data)
+    (subs / "absent" / LESSON).mkdir(parents=True)
+    alice = subs / "alice" / LESSON / f"{LESSON}.ipynb"
+    before = hashlib.sha256(alice.read_bytes()).hexdigest()
+    stats: dict = {}
+    rows = grade.grade_all(subs, out, workers=1, progress=False, opts=copy.deepcopy(OPTS), stats=stats)
+    time.sleep(1.5)  # a process that survived would keep writing: give it the time to show
+    return _by(rows), out, subs, before, stats
+
+
+def _total(rows):
+    return sum(r.score for r in rows.values())
+
+
+def _journal(out):
+    return [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines() if line.strip()]
+
+
+def test_honest_notebooks_are_graded_as_before(graded):
+    by, out, *_ = graded
+    assert all(r.status == "passed" for r in by["alice"].values()), {k: r.message for k, r in by["alice"].items()}
+    assert by["wrong"]["fill_l1_loss"].status == "failed" and "broadcasts" in by["wrong"]["fill_l1_loss"].message
+    assert _total(by["wrong"]) == _total(by["alice"]) - by["wrong"]["fill_l1_loss"].max_score
+    assert _total(by["blank"]) == 0
+
+
+@pytest.mark.parametrize("cheat", sorted(KERNEL_CHEATS) + ["reads_secrets", "background"])
+def test_what_a_notebook_does_in_its_kernel_changes_no_grade(graded, cheat):
+    by, out, *_ = graded
+    assert {k: (r.status, r.score) for k, r in by[cheat].items()} == \
+           {k: (r.status, r.score) for k, r in by["wrong"].items()}
+    page = (out / "feedback" / cheat / f"{LESSON}.html").read_text()
+    assert "### BEGIN HIDDEN TESTS" not in page and "hidden=True" not in page
+
+
+def test_swapping_the_old_collector_on_a_blank_notebook_scores_nothing(graded):
+    by, *_ = graded
+    assert _total(by["swap_collector"]) == 0
+
+
+def test_no_secret_reaches_the_students_kernel(graded):
+    by, out, *_ = graded
+    page = (out / "feedback" / "reads_secrets" / f"{LESSON}.html").read_text()
+    assert "LEAKED:" in page  # the cell ran, and printed what it found
+    leaked = page.rsplit("LEAKED:", 1)[1].split("</pre>", 1)[0]  # the output, not the cell's code
+    assert "No such file" in leaked or "FileNotFoundError" in leaked, leaked[:2000]
+    for secret in ("cells", "nbgrader", "Judge: every exercise", "cases.pt", "request.json"):
+        assert secret not in leaked, (secret, leaked[:2000])
+
+
+def test_a_background_process_reaches_nothing_and_dies_with_its_submission(graded):
+    by, out, subs, before, _ = graded
+    alive = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if MARKER.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                alive.append(pid)
+        except OSError:
+            pass
+    assert not alive
+    assert "vwb-forged-line" not in (out / "journal.jsonl").read_text()
+    assert "vwb-forged-line" not in (out / "grades.csv").read_text()
+    assert hashlib.sha256((subs / "alice" / LESSON / f"{LESSON}.ipynb").read_bytes()).hexdigest() == before
+    assert all(r.status == "passed" for r in by["alice"].values())
+
+
+@pytest.mark.parametrize("route", sorted(REFERENCE_ROUTES))
+def test_the_judged_exercises_reference_and_forbidden_functions_are_out_of_reach(graded, route):
+    by, *_ = graded
+    row = by[route]["fill_l1_loss"]
+    assert row.score == 0 and row.status in ("flagged", "failed"), (row.status, row.message)
+    assert _total(by[route]) <= _total(by["wrong"])
+    # only the offending exercise
+    assert all(r.status == "passed" for k, r in by[route].items() if k != "fill_l1_loss")
+
+
+@pytest.mark.parametrize("route", ["ref_alias", "ref_spec", "ref_partial", "ref_source", "lib_torch", "lib_module",
+                                   "lib_c"])
+def test_reaching_a_stub_or_tripwire_is_flagged_by_name(graded, route):
+    by, *_ = graded
+    row = by[route]["fill_l1_loss"]
+    assert row.status == "flagged", (row.status, row.message)
+
+
+def test_a_float_that_lies_about_itself_scores_nothing(graded):
+    by, *_ = graded
+    assert by["lying_float"]["predict_fill"].score == 0
+
+
+def test_a_hanging_function_costs_seconds_and_only_its_points(graded):
+    by, out, *_ = graded
+    for student in ("hangs", "stubborn"):
+        row = by[student]["fill_l1_loss"]
+        assert row.status == "timeout" and row.score == 0, (row.status, row.message)
+        assert _total(by[student]) == _total(by["alice"]) - row.max_score
+    entries = {e["student_id"]: e for e in _journal(out)}
+    assert entries["hangs"]["judge_seconds"] < entries["alice"]["judge_seconds"] + 20
+
+
+def test_memory_over_the_cap_is_out_of_memory_shared_mappings_included(graded):
+    by, out, *_ = graded
+    entries = {e["student_id"]: e for e in _journal(out)}
+    assert entries["mmap_kernel"]["status"] == "out_of_memory", entries["mmap_kernel"]
+    assert all(r.status == "passed" for r in by["mmap_kernel"].values())  # the grade never came from the kernel
+    assert by["mmap_judged"]["make_fill_image"].status == "out_of_memory"
+    assert by["mmap_judged"]["fill_l1_loss"].status == "passed"
+
+
+def test_a_process_that_exits_while_loading_forges_nothing(graded):
+    by, *_ = graded
+    row = by["exits_while_loading"]["make_fill_image"]
+    assert row.score == 0 and row.status in ("failed", "error"), (row.status, row.message)
+
+
+def test_a_pasted_screenshot_costs_nothing(graded):
+    by, out, *_ = graded
+    assert _total(by["attachment"]) == _total(by["alice"])
+    assert "data:image/png;base64" in (out / "feedback" / "attachment" / f"{LESSON}.html").read_text()
+
+
+def test_a_formula_like_student_id_is_quoted(graded):
+    by, out, *_ = graded
+    assert _total(by["=2+3*7"]) == _total(by["alice"])
+    for name in ("grades.csv", "totals.csv"):
+        text = (out / name).read_text()
+        assert "'=2+3*7" in text and "\n=2+3*7" not in text
+
+
+def test_warnings_and_stderr_never_fail_a_test(graded):
+    by, *_ = graded
+    assert all(r.status == "passed" for r in by["attachment"].values())
+
+
+@pytest.mark.parametrize("student, words", [
+    ("empty", "is empty"), ("junk", "not text"), ("cut", "not valid JSON"),
+    ("wrong_lesson", "is the notebook of lesson 03_multilabel"), ("absent", "expected 06_fill_level.ipynb")])
+def test_bad_files_get_a_message_a_person_understands(graded, student, words):
+    by, out, *_ = graded
+    rows = by[student]
+    assert all(r.score == 0 and r.status in ("error", "missing") for r in rows.values())
+    assert all(words in r.message for r in rows.values()), next(iter(rows.values())).message
+    assert words in (out / "feedback" / student / f"{LESSON}.html").read_text()
+
+
+def test_a_class_with_a_hanging_submission_takes_at_most_1_2_times_as_long(short_lesson, tmp_path):
+    """Four students, then the same four with one whose loss never returns: within 1.2x the time."""
+    classes = {"clean": {"a": _solution(), "b": _wrong(), "c": _blank(), "d": _solution()},
+               "hanging": {"a": _solution(), "b": _wrong(), "c": _blank(),
+                           "d": _set(_solution(), "fill_l1_loss", HANGING_LOSS)}}
+    seconds = {}
+    for name, students in classes.items():
+        subs, out = tmp_path / name / "subs", tmp_path / name / "out"
+        _write_class(subs, students)
+        t0 = time.perf_counter()
+        grade.grade_all(subs, out, workers=1, progress=False, opts=copy.deepcopy(OPTS))
+        seconds[name] = time.perf_counter() - t0
+    print(f"clean {seconds['clean']:.1f} s, hanging {seconds['hanging']:.1f} s, "
+          f"ratio {seconds['hanging'] / seconds['clean']:.2f}")
+    assert seconds["hanging"] <= 1.2 * seconds["clean"], seconds
+
+
+# ---- units: the pieces, without a kernel
+
+class _Evil:
+    def __reduce__(self):
+        import os
+        return (os.system, ("echo pwned > /tmp/autograder-pwned",))
+
+
+def test_the_result_loader_refuses_a_malicious_pickle(tmp_path):
+    path = tmp_path / "result.pt"
+    path.write_bytes(pickle.dumps({"observed": _Evil()}, protocol=2))
+    with pytest.raises(judge.BadResult):
+        judge.load_result(path)
+    assert not Path("/tmp/autograder-pwned").exists()
+    torch.save({"observed": {"observations": [torch.ones(2), {"__portable__": "ndarray", "data": torch.zeros(2),
+                                                              "dtype": "uint8"}]}}, path)
+    assert judge.load_result(path)["observed"]["observations"][0].tolist() == [1.0, 1.0]
+
+
+def test_a_forged_huge_array_never_grows_the_grader(tmp_path):
+    """A 1-element storage that claims 400 million elements (a strided view): refused before anything reads it."""
+    import resource
+
+    path = tmp_path / "result.pt"
+    torch.save({"observed": {"observations": [torch.zeros(1).expand(20000, 20000)]}}, path)
+    assert path.stat().st_size < 4096
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(judge.BadResult, match="elements"):
+        judge.load_result(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KB: far below 1.6 GB
+
+
+def test_a_compressed_or_linked_result_is_refused(tmp_path):
+    buf = io.BytesIO()
+    torch.save({"x": torch.zeros(10)}, buf)
+    packed = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as src, zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    (tmp_path / "result.pt").write_bytes(packed.getvalue())
+    with pytest.raises(judge.BadResult):
+        judge.load_result(tmp_path / "result.pt")
+    (tmp_path / "linked.pt").symlink_to(tmp_path / "result.pt")
+    with pytest.raises(judge.BadResult, match="not a plain file"):
+        judge.load_result(tmp_path / "linked.pt")
+
+
+def test_only_the_students_definitions_are_loaded():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import torch\nX = 3\nY = torch.zeros(2)\nprint('side effect')\n"
+                                          "def f():\n    return X\n%matplotlib inline\nclass A:\n    pass\n"),
+                nbformat.v4.new_code_cell("def broken(:\n")]
+    kept, broken = judge.definitions(nb)
+    sources = [s for _, _, s in kept]
+    assert sources[0] == "import torch" and "X = 3" in sources
+    assert not any("print" in s or "zeros" in s for s in sources)
+    assert any(s.startswith("def f") for s in sources) and any(s.startswith("class A") for s in sources)
+    assert 1 in broken
+
+
+def test_widget_answers_are_read_as_literals_never_run():
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("same_image_levels = (0.5, 0.51, 32)")
+    cell.metadata["nbgrader"] = {"grade_id": "same_image_levels", "solution": True}
+    nb.cells = [cell]
+    assert judge.answer_value(nb, "same_image_levels", "same_image_levels") == ((0.5, 0.51, 32), None)
+    cell.source = "same_image_levels = __import__('os').system('touch /tmp/vwb-ran')"
+    value, why = judge.answer_value(nb, "same_image_levels", "same_image_levels")
+    assert value is None and "plain value" in why and not Path("/tmp/vwb-ran").exists()
+
+
+def test_the_reference_is_a_stub_in_the_judging_processs_copy_of_course_lib():
+    view = judge.course_view("fill_l1_loss")
+    text = (view / "fill_level.py").read_text()
+    assert "is not available while your `fill_l1_loss` is judged" in text
+    assert "def make_fill_image" in text  # only the judged exercise is replaced
+    assert (view / "fill_level_checks.py").exists()
+
+
+def _graded_cells(nb):
+    return [(notebooks.grade_id(c), c.cell_type, c.source) for c in nb.cells if notebooks.grade_id(c)]
 
 
 def _tampered_test_cells(nb):
@@ -100,194 +528,9 @@ def _tampered_test_cells(nb):
     return nb
 
 
-def _students():
-    flag_alias = ("from course_lib.fill_level import fill_l1_loss as l1\n\n"
-                  "def fill_l1_loss(pred, target):\n    return l1(pred, target)\n")
-    flag_runtime = ("import importlib\n\ndef make_fill_image(fill_level, size=900):\n"
-                    "    lib = importlib.import_module('course_lib.' + 'fill_level')\n"
-                    "    return vars(lib)['make_fill_' + 'image'](fill_level, size)\n")
-    flag_torch = "import torch.nn.functional as F\n\ndef fill_l1_loss(pred, target):\n    return F.l1_loss(pred.reshape(-1), target)\n"
-    noisy = ("import sys, warnings\n\ndef fill_l1_loss(pred, target):\n"
-             "    warnings.warn('pred will be flattened', UserWarning)\n"
-             "    warnings.warn('old API', DeprecationWarning)\n"
-             "    print('a note on stderr', file=sys.stderr)\n"
-             "    return (pred.reshape(-1) - target).abs().mean()\n\n"
-             "warnings.warn('a warning while defining', FutureWarning)\n")
-    out = {"alice": _solution(), "wrong": _wrong()}
-    for name, code in CHEATS.items():
-        out[name] = _after(_wrong(), "setup", code)
-    out["flag_alias"] = _set(_set(_solution(), "fill_l1_loss", flag_alias), "make_fill_image", flag_runtime)
-    out["flag_torch"] = _set(_solution(), "fill_l1_loss", flag_torch)
-    out["tampered_cells"] = _tampered_test_cells(_wrong())
-    out["noisy"] = _set(_solution(), "fill_l1_loss", noisy)
-    out["kills_guard"] = _after(_wrong(), "setup", "del __autograder__")
-    return out
-
-
-@pytest.fixture(scope="module")
-def short_lesson(tmp_path_factory):
-    """SOLUTIONS/LESSONS pointing at a short copy of lesson 06, in this process."""
-    base = tmp_path_factory.mktemp("course")
-    for folder, path in (("solutions", notebooks.source_path(LESSON)), ("lessons", notebooks.release_path(LESSON))):
-        dest = base / folder / LESSON / f"{LESSON}.ipynb"
-        dest.parent.mkdir(parents=True)
-        nbformat.write(_short(nbformat.read(path, as_version=4)), dest)
-    for other in notebooks.lessons():  # the other lessons as they are, to recognise their notebooks
-        if other != LESSON:
-            (base / "solutions" / other).symlink_to(notebooks.SOLUTIONS / other)
-            (base / "lessons" / other).symlink_to(notebooks.LESSONS / other)
-    mp = pytest.MonkeyPatch()
-    mp.setattr(notebooks, "SOLUTIONS", base / "solutions")
-    mp.setattr(notebooks, "LESSONS", base / "lessons")
-    yield base
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
-def graded(short_lesson, tmp_path_factory):
-    subs, out = tmp_path_factory.mktemp("subs"), tmp_path_factory.mktemp("out")
-    for student, nb in _students().items():
-        path = subs / student / LESSON / f"{LESSON}.ipynb"
-        path.parent.mkdir(parents=True)
-        nbformat.write(nb, path)
-    bad = {"empty": b"", "junk": bytes(range(256)) * 8, "cut": json.dumps(_solution())[:3000].encode(),
-           "wrong_lesson": nbformat.writes(notebooks.read(ROOT / "lessons" / "03_multilabel" / "03_multilabel.ipynb")).encode()}
-    for student, data in bad.items():
-        path = subs / student / LESSON / f"{LESSON}.ipynb"
-        path.parent.mkdir(parents=True)
-        path.write_bytes(data)
-    (subs / "absent" / LESSON).mkdir(parents=True)
-    rows = grade.grade_all(subs, out, workers=1, progress=False)
-    by = {}
-    for r in rows:
-        by.setdefault(r.student_id, {})[r.exercise] = r
-    return by, out
-
-
-def _total(rows):
-    return sum(r.score for r in rows.values())
-
-
-def test_honest_notebooks_are_graded_as_before(graded):
-    by, _ = graded
-    assert all(r.status == "passed" for r in by["alice"].values()), {k: r.message for k, r in by["alice"].items()}
-    assert by["wrong"]["fill_l1_loss"].status == "failed" and "broadcasts" in by["wrong"]["fill_l1_loss"].message
-    assert _total(by["wrong"]) == _total(by["alice"]) - by["wrong"]["fill_l1_loss"].max_score
-
-
-@pytest.mark.parametrize("cheat", sorted(CHEATS))
-def test_cheats_from_inside_the_kernel_never_raise_the_score(graded, cheat):
-    by, out = graded
-    rows = by[cheat]
-    assert _total(rows) <= _total(by["wrong"])
-    assert rows["fill_l1_loss"].score == 0
-    assert {r.status for r in rows.values()} == {"tampered"}, {k: (r.status, r.message) for k, r in rows.items()}
-    page = (out / "feedback" / cheat / f"{LESSON}.html").read_text()
-    assert "### BEGIN HIDDEN TESTS" not in page and "hidden=True" not in page
-
-
-def test_removing_the_collector_scores_nothing(graded):
-    by, _ = graded
-    assert _total(by["kills_guard"]) == 0
-    assert all(r.status == "error" for r in by["kills_guard"].values())
-
-
-def test_reading_the_solutions_is_refused_and_named(graded):
-    by, _ = graded
-    assert "solutions" in by["reads_solutions"]["fill_l1_loss"].message
-
-
-def test_calling_the_reference_or_the_library_is_flagged(graded):
-    by, _ = graded
-    alias, runtime = by["flag_alias"]["fill_l1_loss"], by["flag_alias"]["make_fill_image"]
-    assert alias.status == "flagged" and alias.score == 0 and "course_lib.fill_level.fill_l1_loss" in alias.message
-    assert runtime.status == "flagged" and runtime.score == 0 and "reference" in runtime.message
-    lib = by["flag_torch"]["fill_l1_loss"]
-    assert lib.status == "flagged" and "torch.nn.functional.l1_loss" in lib.message
-    assert by["flag_torch"]["predict_fill"].status == "passed"  # only the offending exercise
-
-
-def test_tampered_test_cells_are_graded_as_if_untouched(graded):
-    by, _ = graded
-    assert {k: (r.status, r.score) for k, r in by["tampered_cells"].items()} == \
-           {k: (r.status, r.score) for k, r in by["wrong"].items()}
-
-
-def test_warnings_and_stderr_never_fail_a_test(graded):
-    by, _ = graded
-    assert all(r.status == "passed" for r in by["noisy"].values()), {k: r.message for k, r in by["noisy"].items()}
-
-
-@pytest.mark.parametrize("student, words", [
-    ("empty", "is empty"), ("junk", "not text"), ("cut", "not valid JSON"),
-    ("wrong_lesson", "is the notebook of lesson 03_multilabel"), ("absent", "expected 06_fill_level.ipynb")])
-def test_bad_files_get_a_message_a_person_understands(graded, student, words):
-    by, out = graded
-    rows = by[student]
-    assert all(r.score == 0 and r.status in ("error", "missing") for r in rows.values())
-    assert all(words in r.message for r in rows.values()), next(iter(rows.values())).message
-    assert words in (out / "feedback" / student / f"{LESSON}.html").read_text()
-
-
-# ---- units: the pieces, without a kernel
-
-class _Evil:
-    def __reduce__(self):
-        import os
-        return (os.system, ("echo pwned > /tmp/autograder-pwned",))
-
-
-def test_the_report_loader_refuses_a_malicious_pickle(tmp_path):
-    path = tmp_path / "report.pt"
-    path.write_bytes(pickle.dumps({"observed": _Evil()}, protocol=2))
-    with pytest.raises(Exception):
-        judge.load_report(path)
-    assert not Path("/tmp/autograder-pwned").exists()
-    torch.save({"observed": {"observations": [torch.ones(2), {"__portable__": "ndarray", "data": torch.zeros(2), "dtype": "uint8"}]}},
-               path)
-    assert judge.load_report(path)["observed"]["observations"][0].tolist() == [1.0, 1.0]
-
-
-def test_observations_are_judged_with_run_checks_words():
-    from course_lib import fill_level
-    from course_lib.checks import get_spec, hidden_cases, judge_observations, observe_cases, run_check
-
-    spec = get_spec("fill_l1_loss")
-    cases = hidden_cases(spec, 1234)
-    wrong = lambda pred, target: torch.abs(pred - target).mean()  # noqa: E731
-    buf = io.BytesIO()
-    torch.save(observe_cases(spec, wrong, cases), buf)
-    buf.seek(0)
-    observed = torch.load(buf, weights_only=True)
-    verdict = judge_observations(spec, cases, observed)
-    assert not verdict.passed and "broadcasts" in verdict.message
-    assert judge_observations(spec, cases, observe_cases(spec, fill_level.fill_l1_loss, cases)).passed
-    # the same words as the self-check for an unfinished exercise
-    def stub(pred, target):
-        raise NotImplementedError()
-    assert judge_observations(spec, cases, observe_cases(spec, stub, cases)).message == run_check(spec, stub).message
-
-
-def test_static_scan_sees_aliases_getattr_and_forbidden_calls():
-    from course_lib.checks import get_spec
-
-    spec = get_spec("fill_l1_loss")
-    aliases = {"fl": "course_lib.fill_level", "F": "torch.nn.functional", "nn": "torch.nn"}
-    assert judge.scan_cell("def fill_l1_loss(p, t):\n    return fl.fill_l1_loss(p, t)", spec, aliases)
-    assert judge.scan_cell("def fill_l1_loss(p, t):\n    return getattr(fl, 'fill_l1_loss')(p, t)", spec, aliases)
-    assert judge.scan_cell("def fill_l1_loss(p, t):\n    return nn.L1Loss()(p.reshape(-1), t)", spec, aliases)
-    assert judge.scan_cell("def fill_l1_loss(p, t):\n    return (p.reshape(-1) - t).abs().mean()", spec, aliases) is None
-    # the reference used outside the function (to compare, say) is not a flag
-    assert judge.scan_cell("print(fl.fill_l1_loss)\ndef fill_l1_loss(p, t):\n    return (p - t).abs().mean()", spec, aliases) is None
-
-
-def _graded_cells(nb):
-    return [(notebooks.grade_id(c), c.cell_type, c.source) for c in nb.cells if notebooks.grade_id(c)]
-
-
 def test_restore_undoes_every_kind_of_test_cell_tampering():
-    source = notebooks.read(notebooks.source_path(LESSON))
-    release = notebooks.read(notebooks.release_path(LESSON))
+    source = notebooks.read(ROOT / "solutions" / LESSON / f"{LESSON}.ipynb")
+    release = notebooks.read(ROOT / "lessons" / LESSON / f"{LESSON}.ipynb")
     untouched = grade.restore(copy.deepcopy(release), source, release)
     fixed = grade.restore(_tampered_test_cells(copy.deepcopy(release)), source, release)
     assert _graded_cells(fixed) == _graded_cells(untouched)
@@ -301,34 +544,16 @@ def test_restore_undoes_every_kind_of_test_cell_tampering():
 def test_an_old_notebook_format_is_converted_and_graded(tmp_path):
     path = tmp_path / LESSON / f"{LESSON}.ipynb"
     path.parent.mkdir()
-    nbformat.write(nbformat.convert(notebooks.read(notebooks.source_path(LESSON)), 3), path)
+    nbformat.write(nbformat.convert(notebooks.read(ROOT / "solutions" / LESSON / f"{LESSON}.ipynb"), 3), path)
     assert json.loads(path.read_text())["nbformat"] == 3
     nb = notebooks.read(path)
     assert nb.nbformat == 4 and "fill_l1_loss_test" in [notebooks.grade_id(c) for c in nb.cells]
 
 
-def test_only_a_dataset_class_is_still_judged_in_the_kernel(tmp_path):
-    """Where each exercise of every lesson is decided. The plan sends the hidden cases to the kernel
-    unless they cannot travel; the kernel sends back plain data unless the answer cannot be reduced
-    to it (then run_check decides in the kernel, behind the guard). Both steps are replayed here with
-    the course's own implementation, course_lib/<topic>.py::<id>, in the student's place."""
-    import importlib
-
-    from course_lib.checks import get_spec, observe_cases
-
-    where = {}
+def test_every_lessons_hidden_tests_are_one_check_line_judged_in_the_grader():
+    """Where each exercise of every lesson is decided: the plan of every lesson names one student object per
+    exercise, and nothing is left to run in the student's namespace."""
     for lesson in sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir()):
-        # The full lessons, not the short copy this module's fixture puts in notebooks.SOLUTIONS.
         source = notebooks.read(ROOT / "solutions" / lesson / f"{lesson}.ipynb")
-        _, plan = judge.instrument(copy.deepcopy(source), source, tmp_path / lesson)
-        for ex_id, ep in plan.exercises.items():
-            spec = get_spec(ex_id)
-            if ep.mode != "grader" or spec.kind == "answer":
-                where[ex_id] = ep.mode
-                continue
-            impl = getattr(importlib.import_module(spec.module.removesuffix("_checks")), ex_id)
-            where[ex_id] = "grader" if observe_cases(spec, impl, ep.cases)["portable"] else "kernel"
-    assert {ex_id for ex_id, w in where.items() if w == "kernel"} == {"ImageListDataset"}, where
-    # Models, a prediction that must run without gradients and a drawing are reduced to plain data.
-    for ex_id in ("replace_head", "train_model", "build_fill_model", "predict_fill", "draw_box"):
-        assert where[ex_id] == "grader", (ex_id, where[ex_id])
+        tasks = judge.plan(source)
+        assert tasks and all(not t.problem and t.name for t in tasks), [(t.id, t.problem) for t in tasks]

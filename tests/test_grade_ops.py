@@ -109,26 +109,21 @@ def test_the_whole_class_is_graded(graded):
     assert float(totals["alice"]["score"]) == _possible() and totals["alice"]["status"] == "ok"
 
 
-def test_a_hanging_cell_loses_only_its_exercise(graded):
+def test_a_hanging_cell_costs_the_feedback_page_not_the_grade(graded):
+    """The grade comes from the student's definitions in a judging process that never runs the notebook's
+    top-level code: a cell that hangs in the notebook run is reported, and its exercise is judged as written."""
     _, _, out, by, totals, _ = graded
-    hung = by["hangs"]
-    assert hung["best_threshold"]["status"] == "timeout" and float(hung["best_threshold"]["score"]) == 0
-    entry = next(e for e in _journal(out) if e["student_id"] == "hangs")
-    assert "ran longer than" in next(r for r in entry["rows"] if r["exercise"] == "best_threshold")["message"]
-    for ex in ("one_hot", "binary_cross_entropy", "accuracy_multi"):
-        assert hung[ex]["status"] == "passed"
+    assert all(r["status"] == "passed" for r in by["hangs"].values())
     assert totals["hangs"]["status"] == "timeout"
+    entry = next(e for e in _journal(out) if e["student_id"] == "hangs")
+    assert "longer than" in entry["detail"] or "budget" in entry["detail"], entry["detail"]
 
 
 @pytest.mark.parametrize("student, dies_at", [("exits", "accuracy_multi"), ("segfaults", "best_threshold")])
-def test_a_dead_kernel_keeps_what_was_graded_before(graded, student, dies_at):
+def test_a_dead_kernel_is_reported_and_costs_no_points(graded, student, dies_at):
     _, _, out, by, totals, _ = graded
     assert totals[student]["status"] == "kernel_died"
-    order = list(by[student])
-    for ex in order[: order.index(dies_at)]:
-        assert by[student][ex]["status"] == "passed"
-    for ex in order[order.index(dies_at):]:
-        assert by[student][ex]["status"] == "kernel_died" and float(by[student][ex]["score"]) == 0
+    assert all(r["status"] == "passed" for r in by[student].values())
     entry = next(e for e in _journal(out) if e["student_id"] == student)
     assert "died" in entry["detail"]
     if student == "segfaults":
@@ -138,8 +133,7 @@ def test_a_dead_kernel_keeps_what_was_graded_before(graded, student, dies_at):
 def test_memory_exhaustion_is_contained_and_reported(graded):
     _, _, out, by, totals, _ = graded
     assert totals["hogs"]["status"] == "out_of_memory"
-    assert by["hogs"]["binary_cross_entropy"]["status"] != "passed"
-    assert by["hogs"]["one_hot"]["status"] == "passed" and by["hogs"]["best_threshold"]["status"] == "passed"
+    assert all(r["status"] == "passed" for r in by["hogs"].values())  # the allocation is top-level code
     assert "out of memory" in (out / "report.html").read_text()
 
 
