@@ -39,6 +39,7 @@ class Row:
     max_score: float
     status: str
     message: str = ""
+    mistake: str = ""  # the known mistake the answer matches; grades.csv leaves it out, the report groups by it
 
 
 def _default_kernels() -> str:
@@ -162,7 +163,8 @@ def score(sub: Submission, source: nbformat.NotebookNode, verdicts: dict) -> lis
         v = verdicts.get(ex.id)
         status, msg = (v.status, v.message) if v is not None else (Status.ERROR, "the grader did not judge this exercise.")
         pts = ex.points if status == Status.PASSED else 0.0
-        rows.append(Row(sub.student_id, sub.lesson, ex.id, pts, ex.points, str(status), msg))
+        rows.append(Row(sub.student_id, sub.lesson, ex.id, pts, ex.points, str(status), msg,
+                        v.mistake if v is not None else ""))
     return rows
 
 

@@ -64,6 +64,7 @@ class Verdict:
     status: Status
     message: str = ""
     seconds: float = 0.0
+    mistake: str = ""  # the known mistake the answer matches (its name in the spec), for the class report
 
 
 @dataclass
@@ -645,7 +646,7 @@ def _decide(task, spec, private, cases, expected, trips, timed_out, oom, proc, j
     if verdict.passed:
         return Verdict(Status.PASSED)
     raised = [o for o in observed.get("observations") or [] if type(o) is dict and o.get("timeout")]
-    return Verdict(Status.TIMEOUT if raised else Status.FAILED, verdict.message + note)
+    return Verdict(Status.TIMEOUT if raised else Status.FAILED, verdict.message + note, mistake=verdict.mistake)
 
 
 def _child_env(judging: Judging) -> dict:
@@ -671,7 +672,7 @@ def judge_answer(task: Task, spec, nb) -> Verdict:
         result = judge_observations(spec, [], observed)
     except Exception as e:
         return Verdict(Status.FAILED, f"✗ {task.id}: your answer could not be read ({type(e).__name__}: {e}).")
-    return Verdict(Status.PASSED) if result.passed else Verdict(Status.FAILED, result.message)
+    return Verdict(Status.PASSED) if result.passed else Verdict(Status.FAILED, result.message, mistake=result.mistake)
 
 
 def judge_submission(nb: nbformat.NotebookNode, source: nbformat.NotebookNode, judging: Judging,

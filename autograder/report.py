@@ -45,9 +45,11 @@ def _first_line(message: str, width: int = 160) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-def diagnosis(message: str) -> str:
-    """The part of a row's message that names the mistake, so that students who made the same
-    mistake on different random cases are counted together."""
+def diagnosis(message: str, mistake: str = "") -> str:
+    """What a row's wrong answer was, so that students who made the same mistake on different random cases are
+    counted together: the known mistake's name when the judge matched one, else the message without its numbers."""
+    if mistake:
+        return f"known mistake “{mistake}”"
     lines = [line.strip() for line in (message or "").splitlines() if line.strip()]
     for line in lines:
         if line.lower().startswith("likely mistake"):
@@ -89,7 +91,7 @@ def render(entries: list[dict]) -> str:
         for ex, rows in rows_by_ex.items():
             pts = max(float(r["max_score"]) for r in rows)
             passed = sum(1 for r in rows if r["status"] == Status.PASSED)
-            common = Counter(f"{r['status']}: {diagnosis(r.get('message', ''))}"
+            common = Counter(f"{r['status']}: {diagnosis(r.get('message', ''), r.get('mistake', ''))}"
                              for r in rows if r["status"] != Status.PASSED)
             diag = "".join(f"<tr><td>{n}</td><td>{html.escape(m)}</td></tr>" for m, n in common.most_common(5))
             parts.append(f"<div class='ex'><h3><code>{html.escape(ex)}</code> ({passed}/{len(rows)} passed)</h3>"

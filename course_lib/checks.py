@@ -120,6 +120,7 @@ class CheckResult:
     passed: bool
     n_cases: int
     message: str
+    mistake: str = ""  # the name of the known mistake the answer matches, for the class report
 
     def __bool__(self) -> bool:
         return self.passed
@@ -287,7 +288,8 @@ def isolate(fn: Callable, ids: Iterable[str]) -> Callable:
 
 # ---------------------------------------------------------------------------- checking
 
-def _device(hidden: bool) -> torch.device:
+def _device() -> torch.device:
+    """Where checks run: the notebook's device (the GPU when the kernel has one; see course_lib.setup())."""
     from course_lib.config import current
 
     return current().device
@@ -297,8 +299,8 @@ def _call(fn: Callable, case: Case) -> Any:
     return fn(*_clone(case.args), **_clone(case.kwargs))
 
 
-def _diagnose(spec: Spec, case: Case, got: Any, judge: Judge) -> str | None:
-    """The message of the first known mistake whose answer on ``case`` equals the student's."""
+def _diagnose(spec: Spec, case: Case, got: Any, judge: Judge) -> Mistake | None:
+    """The first known mistake whose answer on ``case`` equals the student's."""
     for mistake in spec.mistakes:
         try:
             wrong = spec.run(mistake.impl, case)
@@ -306,7 +308,7 @@ def _diagnose(spec: Spec, case: Case, got: Any, judge: Judge) -> str | None:
             continue
         try:
             if judge(case, got, wrong) is None:
-                return mistake.message
+                return mistake
         except Exception:
             continue
     return None
@@ -351,12 +353,12 @@ def _raised_result(spec: Spec, i: int, where: str, line: str, argument_error: bo
 
 def _wrong_result(spec: Spec, i: int, where: str, why: str, case: Case, got: Any, judge: Judge) -> CheckResult:
     lines = [f"✗ {spec.id}: {where}: {why}."]
-    diagnosis = _diagnose(spec, case, got, judge)
-    if diagnosis:
-        lines.append(f"  Likely mistake: {diagnosis}")
+    mistake = _diagnose(spec, case, got, judge)
+    if mistake:
+        lines.append(f"  Likely mistake: {mistake.message}")
     elif spec.hint:
         lines.append(f"  Hint: {spec.hint}")
-    return CheckResult(spec.id, False, i - 1, "\n".join(lines))
+    return CheckResult(spec.id, False, i - 1, "\n".join(lines), mistake.name if mistake else "")
 
 
 def _passed_result(spec: Spec, n: int, device_type: str) -> CheckResult:
@@ -365,32 +367,18 @@ def _passed_result(spec: Spec, n: int, device_type: str) -> CheckResult:
 
 
 def run_check(spec: Spec, obj: Any, hidden: bool = False, seed: int | None = None) -> CheckResult:
-    """Check ``obj`` (a function, or a value for answer specs) against ``spec``; never raises."""
-    judge = _judge_of(spec)
-    if spec.kind == "answer":
-        return _answer_result(spec, judge, obj)
+    """Check ``obj`` (a function, or a value for answer specs) against ``spec``, in this process; never raises.
 
-    if obj is None or not callable(obj):
-        return CheckResult(spec.id, False, 0, f"✗ {spec.id}: expected a function, got {describe(obj)}.")
-    fn = isolate(obj, registry().keys())
+    The self-check's verdict is the grader's, word for word: the same observation (:func:`observe_cases`),
+    then the same judgement (:func:`judge_observations`), only without the trip through plain data."""
+    if spec.kind == "answer":
+        return judge_observations(spec, [], {"kind": "answer", "value": obj})
     n = spec.n_hidden if hidden else spec.n_visible
     # Hidden runs use other cases than the visible self-check, so a memorised answer fails.
     rng = np.random.default_rng((seed if seed is not None else 0) + (7919 if hidden else 0))
-    cases = spec.cases(rng, _device(hidden), n)
-    for i, case in enumerate(cases, 1):
-        where = _where(i, cases, case)
-        try:
-            got = spec.run(fn, case)
-        except Exception as e:
-            if _not_implemented(e):
-                return _not_implemented_result(spec, i)
-            tb = traceback.format_exception_only(type(e), e)[-1].strip()
-            return _raised_result(spec, i, where, tb, isinstance(e, TypeError) and "argument" in str(e))
-        expected = spec.expected(case) if spec.reference is not None else None
-        why = judge(case, got, expected)
-        if why is not None:
-            return _wrong_result(spec, i, where, why, case, got, judge)
-    return _passed_result(spec, len(cases), _device(hidden).type)
+    device = _device()
+    cases = spec.cases(rng, device, n) if callable(obj) else []
+    return judge_observations(spec, cases, observe_cases(spec, obj, cases, device=device, raw=True))
 
 
 def check(exercise_id: str, obj: Any, hidden: bool = False, seed: int | None = None) -> None:
@@ -513,12 +501,13 @@ def _tensor_devices(x: Any, _depth: int = 0) -> set[str]:
 
 
 def observe_cases(spec: Spec, obj: Any, cases: Sequence[Case] | None = None,
-                  device: torch.device | str | None = None, guard: Callable[[int], Any] | None = None) -> dict:
-    """Kernel side: what the student's ``obj`` gives on each case, as plain data.
+                  device: torch.device | str | None = None, guard: Callable[[int], Any] | None = None,
+                  raw: bool = False) -> dict:
+    """What the student's ``obj`` gives on each case, as plain data (the judging process sends it to the grader).
 
-    Stops at the first case that raises, as :func:`run_check` does. ``{"portable": False}``
-    when an answer cannot be sent as plain data. ``guard(i)``, when given, is a context manager
-    around the call on case ``i`` (the judging process uses it for each case's time limit).
+    Stops at the first case that raises. ``{"portable": False}`` when an answer cannot be sent as plain data;
+    with ``raw`` (a check judged in this same process) such an answer is kept as it is instead. ``guard(i)``,
+    when given, is a context manager around the call on case ``i`` (the judging process's time limit).
     """
     if spec.kind == "answer":
         try:
@@ -538,13 +527,15 @@ def observe_cases(spec: Spec, obj: Any, cases: Sequence[Case] | None = None,
         try:
             with guard(len(out)) if guard is not None else contextlib.nullcontext():
                 got = spec.run(fn, case)
-        except BaseException as e:  # SystemExit and the time limit too: whatever stops the call is its result
+        except (Exception, SystemExit, CaseTimeout) as e:  # whatever stops the call is its result (not Ctrl-C)
             out.append(_raised(e))
             break
         try:
             out.append(to_portable(got))
         except NotPortable as e:
-            return {"portable": False, "why": str(e)}
+            if not raw:
+                return {"portable": False, "why": str(e)}
+            out.append(got)
         devices.append(sorted(_tensor_devices(got)))
     return {"portable": True, "kind": "function", "observations": out, "device": device.type, "devices": devices}
 
