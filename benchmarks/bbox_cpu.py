@@ -47,8 +47,8 @@ def main() -> None:
     bbox.fit(box, train_dl, valid_dl, "box", s["box_epochs"], s["lr"], progress=False)
     total = time.perf_counter() - start
     r = bbox.report(cls, box, valid)
-    print(f"data {t_data:.0f} s, classifier {t_cls:.0f} s, box model {total - t_data - t_cls:.0f} s, total {total:.0f} s "
-          f"on {cfg.device}")
+    print(f"data {t_data:.0f} s, classifier {t_cls:.0f} s, box model {total - t_data - t_cls:.0f} s, "
+          f"total {total:.0f} s on {cfg.device}")
     vdl = torch.utils.data.DataLoader(bbox.LargestObjectDataset(valid), batch_size=64)
     right = bbox.predict(cls, vdl).argmax(1) == valid.labels
     ious = bbox.box_ious(bbox.predict(box, vdl), valid.boxes)

@@ -19,16 +19,16 @@ import numpy as np
 import torch
 import torchvision.transforms as tf
 
-from course_lib import fill_level as F
+from course_lib import fill_level as fl
 from course_lib.config import setup
 
 
 def seed_batch(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The seed's ReadRandomImage + LoadBatch for batch size 1, rewritten (not copied)."""
     level = np.random.random()
-    img = F.make_fill_image(level, 900)
+    img = fl.make_fill_image(level, 900)
     to_tensor = tf.Compose([tf.ToPILImage(), tf.Resize((size, size)), tf.ToTensor(),
-                            tf.Normalize(F.IMAGENET_MEAN, F.IMAGENET_STD)])
+                            tf.Normalize(fl.IMAGENET_MEAN, fl.IMAGENET_STD)])
     return to_tensor(img)[None], torch.tensor([level], dtype=torch.float32)
 
 
@@ -36,11 +36,11 @@ def seed_error(model, levels, size, device) -> float:
     """The seed's inference: training mode, one image at a time, no gradients."""
     model.train()
     to_tensor = tf.Compose([tf.ToPILImage(), tf.Resize((size, size)), tf.ToTensor(),
-                            tf.Normalize(F.IMAGENET_MEAN, F.IMAGENET_STD)])
+                            tf.Normalize(fl.IMAGENET_MEAN, fl.IMAGENET_STD)])
     errs = []
     with torch.no_grad():
         for lv in levels.tolist():
-            x = to_tensor(F.make_fill_image(lv, 900))[None].to(device)
+            x = to_tensor(fl.make_fill_image(lv, 900))[None].to(device)
             errs.append(abs(model(x).item() - lv))
     return float(np.mean(errs))
 
@@ -48,7 +48,7 @@ def seed_error(model, levels, size, device) -> float:
 def run_seed(device, steps, budget, eval_every, val_levels):
     torch.manual_seed(0)
     np.random.seed(0)
-    model = F.build_fill_model().to(device)
+    model = fl.build_fill_model().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-5)
     curve, train_s, step = [], 0.0, 0
     while step < steps and train_s < budget:
@@ -72,7 +72,7 @@ def run_seed(device, steps, budget, eval_every, val_levels):
 
 def run_reference(device, size, batch_size, steps, budget, eval_every, val_levels):
     torch.manual_seed(0)
-    model = F.build_fill_model().to(device)
+    model = fl.build_fill_model().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     gen = torch.Generator(device=device).manual_seed(0)
@@ -80,7 +80,7 @@ def run_reference(device, size, batch_size, steps, budget, eval_every, val_level
     while step < steps and train_s < budget:
         t0 = time.perf_counter()
         levels = torch.rand(batch_size, generator=gen, device=device)
-        loss = F.fill_l1_loss(model(F.make_fill_batch(levels, size)), levels)
+        loss = fl.fill_l1_loss(model(fl.make_fill_batch(levels, size)), levels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -90,9 +90,9 @@ def run_reference(device, size, batch_size, steps, budget, eval_every, val_level
         train_s += time.perf_counter() - t0
         step += 1
         if step % eval_every == 0:
-            curve.append((step, train_s, F.evaluate(model, val_levels.to(device), size)))
+            curve.append((step, train_s, fl.evaluate(model, val_levels.to(device), size)))
     if not curve or curve[-1][0] != step:
-        curve.append((step, train_s, F.evaluate(model, val_levels.to(device), size)))
+        curve.append((step, train_s, fl.evaluate(model, val_levels.to(device), size)))
     return curve
 
 
@@ -106,7 +106,8 @@ def fmt(x):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget", type=float, default=None, help="training seconds per recipe (default 120 on CPU, 60 on GPU)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="training seconds per recipe (default 120 on CPU, 60 on GPU)")
     p.add_argument("--seed-steps", type=int, default=2000)
     p.add_argument("--size", type=int, default=None, help="reference image size (default: the profile's)")
     p.add_argument("--steps", type=int, default=None, help="reference steps (default: the profile's)")
@@ -115,7 +116,7 @@ def main() -> None:
     cfg = setup()
     dev = cfg.device
     budget = args.budget or (60.0 if cfg.on_gpu else 120.0)
-    st = F.settings()
+    st = fl.settings()
     size, steps = args.size or st["size"], args.steps or st["steps"]
     val_levels = torch.rand(args.val, generator=torch.Generator().manual_seed(123))
 

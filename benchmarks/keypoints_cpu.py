@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-rotate", type=float)
     parser.add_argument("--max-lighting", type=float)
     parser.add_argument("--hold-out", default=K.VALID_FOLDER, help="the folder whose person is held out")
-    parser.add_argument("--backbone", choices=("random", "course"), help="course: start from course_lib's pretrained resnet18")
+    parser.add_argument("--backbone", choices=("random", "course"),
+                        help="course: start from course_lib's pretrained resnet18")
     parser.add_argument("--fine-tune", action="store_true", help="fine_tune(epochs, lr) instead of fit_one_cycle")
     args = parser.parse_args(argv)
     cfg = setup(profile=args.profile)

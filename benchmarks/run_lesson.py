@@ -22,7 +22,6 @@ sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
-    import nbformat
     from nbclient import NotebookClient
 
     from autograder import notebooks
@@ -43,7 +42,8 @@ def main() -> None:
         os.environ["COURSE_PROFILE"] = args.profile
         if args.fresh_data:
             os.environ["COURSE_DATA_DIR"] = str(Path(tmp) / "data")
-        client = NotebookClient(nb, timeout=3600, kernel_name="vision-workbook", resources={"metadata": {"path": str(work)}})
+        client = NotebookClient(nb, timeout=3600, kernel_name="vision-workbook",
+                                resources={"metadata": {"path": str(work)}})
         times: list[tuple[float, int, str]] = []
         start = time.perf_counter()
         with client.setup_kernel():

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import colorsys
 import math
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -29,10 +28,17 @@ from torch import nn
 
 from course_lib import config
 
-# The tutorial's transforms.Normalize values; the synthetic pretraining uses them too, so
-# the same data pipeline is right whichever weights were loaded.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# The synthetic pretraining normalises with ImageNet's statistics too, so the same data
+# pipeline is right whichever weights were loaded.
+from course_lib.common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    imagenet_weights_cached,
+    imagenet_weights_path,  # noqa: F401 - callers look for it here too
+    profile_settings,
+    progress_bar,
+    save_atomic,
+)
 
 # The source task labels every image with four attributes at once. A single label (say
 # "red cog") would teach the network to throw away whatever the label ignores, such as the
@@ -55,6 +61,17 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_IMAGE_SIZE = 48
 
 _RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+# The pretraining each profile makes when no ImageNet weights are cached (lessons 02 and 03 load the
+# same one); each setting has its own cache file. `cpu`: 400 steps take about two minutes on an idle
+# 2-core machine and leave fine-tuning far ahead of training from scratch.
+PRETRAIN_SETTINGS: dict[str, dict] = {
+    "ci": dict(steps=30, batch_size=16, image_size=32),
+    "cpu": dict(steps=400, batch_size=32, image_size=48),
+    "gpu": dict(steps=3000, batch_size=128, image_size=64),
+}
+
+pretrain_settings = profile_settings(PRETRAIN_SETTINGS, "backbone pretraining")
 
 
 def source_task_classes() -> list[str]:
@@ -144,7 +161,8 @@ def _family_colour(colour: str, rng: np.random.Generator) -> tuple[float, float,
     return _HUES[colour] + rng.uniform(-0.05, 0.05), rng.uniform(0.4, 1.0), rng.uniform(0.55, 1.0)
 
 
-def render_source_image(labels: tuple[int, ...], rng: np.random.Generator, size: int = DEFAULT_IMAGE_SIZE) -> np.ndarray:
+def render_source_image(labels: tuple[int, ...], rng: np.random.Generator,
+                        size: int = DEFAULT_IMAGE_SIZE) -> np.ndarray:
     """One source-task image: uint8 array of shape (size, size, 3).
 
     ``labels`` holds one index per attribute of ``SOURCE_ATTRIBUTES``, in order.
@@ -201,7 +219,8 @@ def render_source_image(labels: tuple[int, ...], rng: np.random.Generator, size:
     return out.clip(0, 255).astype(np.uint8)
 
 
-def source_batch(rng: np.random.Generator, batch_size: int, size: int = DEFAULT_IMAGE_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+def source_batch(rng: np.random.Generator, batch_size: int,
+                 size: int = DEFAULT_IMAGE_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     """A fresh batch: images (batch_size, 3, size, size), ImageNet-normalised, and labels
     (batch_size, n_attributes), one index per attribute of ``SOURCE_ATTRIBUTES``."""
     labels = np.stack([rng.integers(0, len(v), size=batch_size) for v in SOURCE_ATTRIBUTES.values()], 1)
@@ -240,7 +259,7 @@ def pretrain_on_source(model: nn.Module, steps: int = DEFAULT_STEPS, batch_size:
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=max(steps, 2), pct_start=0.25)
     model.train()
-    bar = _progress(range(steps), progress, "pretraining on synthetic shapes")
+    bar = progress_bar(range(steps), progress, "pretraining on synthetic shapes")
     for _ in bar:
         x, y = source_batch(rng, batch_size, image_size)
         loss = source_loss(model(x.contiguous(memory_format=torch.channels_last)), y)
@@ -256,24 +275,8 @@ def pretrain_on_source(model: nn.Module, steps: int = DEFAULT_STEPS, batch_size:
         return source_accuracy(model(x), y)
 
 
-def _progress(it: range, show: bool, desc: str):  # -> iterable, tqdm when wanted
-    if not show:
-        return it
-    from tqdm.auto import tqdm
-
-    return tqdm(it, desc=desc, leave=False)
-
-
 # ---------------------------------------------------------------------------------------------
 # the backbone
-
-
-def imagenet_weights_path(arch: str = "resnet18") -> Path:
-    """Where torchvision would cache the ImageNet weights of ``arch`` (the file may not exist)."""
-    from torchvision.models import get_model_weights
-
-    weights = get_model_weights(arch).DEFAULT
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
 
 
 def course_pretrained_path(arch: str = "resnet18", steps: int = DEFAULT_STEPS, batch_size: int = DEFAULT_BATCH_SIZE,
@@ -306,8 +309,8 @@ def pretrained_resnet(arch: str = "resnet18", progress: bool = True, *, source: 
         raise ValueError(f"arch must be one of {', '.join(_RESNETS)}, not {arch!r}.")
     if source not in ("auto", "course"):
         raise ValueError(f"source must be 'auto' or 'course', not {source!r}.")
-    hub_file = imagenet_weights_path(arch)
-    if source == "auto" and hub_file.is_file():
+    hub_file = imagenet_weights_cached(arch) if source == "auto" else None
+    if hub_file is not None:
         model = getattr(models, arch)()
         model.load_state_dict(torch.load(hub_file, map_location="cpu", weights_only=True))
         print(f"backbone: {arch} with torchvision's ImageNet weights from the hub cache ({hub_file})")
@@ -333,8 +336,8 @@ def pretrained_resnet(arch: str = "resnet18", progress: bool = True, *, source: 
     acc = pretrain_on_source(model, steps=steps, batch_size=batch_size, image_size=image_size, seed=seed,
                              progress=progress)
     model = model.to(memory_format=torch.contiguous_format)
-    _save_atomic(cache, {"meta": meta, "classes": classes, "source_accuracy": acc,
-                         "seconds": time.perf_counter() - start, "state_dict": model.state_dict()})
+    save_atomic({"meta": meta, "classes": classes, "source_accuracy": acc,
+                 "seconds": time.perf_counter() - start, "state_dict": model.state_dict()}, cache)
     print(f"backbone: pretrained in {time.perf_counter() - start:.0f} s ({_describe(acc)})")
     return model.eval()
 
@@ -377,16 +380,17 @@ def _load_cache(path: Path) -> dict | None:
         return None
 
 
-def _save_atomic(path: Path, obj: dict) -> None:
-    """Save next to ``path`` and rename, so a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def prepare(profile: str | None = None) -> Path:
+    """Make (or find) the profile's pretrained resnet18 ahead of the lessons; returns where it is cached.
+
+    ``python -m course_lib.data`` calls this, so a student's first run of lesson 02 or 03 does not wait for it.
+    """
+    cached = imagenet_weights_cached("resnet18")
+    if cached is not None:
+        return cached
+    pretrain = pretrain_settings(profile)
+    pretrained_resnet("resnet18", progress=True, **pretrain)
+    return course_pretrained_path("resnet18", **pretrain)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -396,7 +400,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     model = pretrained_resnet(args.arch, source=args.source)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"backbone: {args.arch}, {n_params / 1e6:.1f} M parameters, fc {model.fc.in_features} -> {model.fc.out_features}")
+    print(f"backbone: {args.arch}, {n_params / 1e6:.1f} M parameters, "
+          f"fc {model.fc.in_features} -> {model.fc.out_features}")
 
 
 if __name__ == "__main__":

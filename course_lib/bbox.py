@@ -27,8 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from course_lib.common import IMAGENET_MEAN, IMAGENET_STD, profile_settings, progress_bar
+
+# Lesson 05 asks "start from ImageNet weights?" for its own models, not a fastai learner's.
+from course_lib.common import learner_pretrained as cached_pretrained  # noqa: F401 - bbox.cached_pretrained
 
 # Sizes per profile. `ci` proves the notebook runs in seconds. `cpu`: without pretrained weights, resnet18 from
 # random weights learned too slowly on a shared 2-core machine (66% largest-object accuracy after 6 epochs at
@@ -45,12 +47,7 @@ PROFILE_SETTINGS: dict[str, dict] = {
     "gpu": dict(arch="resnet34", size=224, batch_size=64, cls_epochs=10, box_epochs=15, lr=1e-3, num_workers=4),
 }
 
-
-def settings(profile: str | None = None) -> dict:
-    """The bounding-box training settings of ``profile`` (default: the one ``setup()`` chose)."""
-    from course_lib.config import current
-
-    return dict(PROFILE_SETTINGS[profile or current().profile])
+settings = profile_settings(PROFILE_SETTINGS, "bounding-box training")
 
 
 # ----------------------------------------------------------------------------- exercises
@@ -89,7 +86,7 @@ def largest_object(annotations: Sequence[tuple[np.ndarray, int]]) -> tuple[np.nd
     return max(annotations, key=lambda a: (a[0][2] - a[0][0]) * (a[0][3] - a[0][1]))
 
 
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+def box_iou(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
     """Intersection over union of two ``[top, left, bottom, right]`` boxes, a Python float in [0, 1].
 
     The overlap's height and width are clamped at 0, so boxes that do not overlap (or only
@@ -209,12 +206,7 @@ def load_largest(path: Path, split: str, size: int, progress: bool = True) -> La
     vocab = [pj.cats[k] for k in sorted(pj.cats)]
     images = torch.empty(len(ids), 3, size, size, dtype=torch.uint8)
     boxes, labels, sizes, fnames, n_obj = [], [], [], [], []
-    it = ids
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(ids, desc=f"reading {split} images", leave=False)
-    for k, i in enumerate(it):
+    for k, i in enumerate(progress_bar(ids, progress, f"reading {split} images")):
         with Image.open(Path(path) / "train" / pj.fnames[i]) as im:
             im = im.convert("RGB")
             w, h = im.size
@@ -241,7 +233,8 @@ def flip_box(box: Tensor, width: int) -> Tensor:
     return out
 
 
-def random_crop(x: Tensor, box: Tensor, min_scale: float = 0.6, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def random_crop(x: Tensor, box: Tensor, min_scale: float = 0.6,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """Crop image ``x`` ``[3,S,S]`` to a random window that still holds all of ``box``, resize it back to ``S``.
 
     The window's height and width are each between ``min_scale * S`` and ``S`` (never smaller than the
@@ -249,7 +242,7 @@ def random_crop(x: Tensor, box: Tensor, min_scale: float = 0.6, generator: torch
     Other objects may be cut, which only makes them smaller: the largest object stays the largest.
     """
     size = x.shape[-1]
-    t, l, b, r = box.tolist()
+    top, left, bottom, right = box.tolist()
 
     def window(lo: float, hi: float) -> tuple[int, int]:
         need = int(np.ceil(hi - lo)) + 2  # the box's extent, plus its first and last pixel
@@ -259,8 +252,8 @@ def random_crop(x: Tensor, box: Tensor, min_scale: float = 0.6, generator: torch
         last = max(first, min(int(np.floor(lo)), size - n))
         return int(torch.randint(first, last + 1, (1,), generator=generator)), n
 
-    y0, h = window(t, b)
-    x0, w = window(l, r)
+    y0, h = window(top, bottom)
+    x0, w = window(left, right)
     crop = x[:, y0:y0 + h, x0:x0 + w]
     out = F.interpolate(crop[None], size=(size, size), mode="bilinear", align_corners=False)[0]
     moved = box - torch.tensor([y0, x0, y0, x0], dtype=box.dtype)
@@ -430,11 +423,7 @@ def fit(model: nn.Module, train_dl, valid_dl, kind: str, epochs: int, lr: float,
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * len(train_dl)),
                                                 pct_start=0.25)
     history = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=epochs * len(train_dl), desc=f"training the {kind}", leave=False)
+    bar = progress_bar(None, progress, f"training the {kind}", total=epochs * len(train_dl))
     for epoch in range(epochs):
         model.train()
         total, n = 0.0, 0
@@ -475,11 +464,11 @@ def predict(model: nn.Module, dl, device=None) -> Tensor:
 
 def box_ious(pred: Tensor, target: Tensor) -> Tensor:
     """:func:`box_iou` of each row of ``pred`` ``[N,4]`` with the same row of ``target`` ``[N,4]``: ``[N]``."""
-    t = torch.maximum(pred[:, 0], target[:, 0])
-    l = torch.maximum(pred[:, 1], target[:, 1])
-    b = torch.minimum(pred[:, 2], target[:, 2])
-    r = torch.minimum(pred[:, 3], target[:, 3])
-    inter = (b - t).clamp(min=0) * (r - l).clamp(min=0)
+    top = torch.maximum(pred[:, 0], target[:, 0])
+    left = torch.maximum(pred[:, 1], target[:, 1])
+    bottom = torch.minimum(pred[:, 2], target[:, 2])
+    right = torch.minimum(pred[:, 3], target[:, 3])
+    inter = (bottom - top).clamp(min=0) * (right - left).clamp(min=0)
 
     def area(x):
         return (x[:, 2] - x[:, 0]).clamp(min=0) * (x[:, 3] - x[:, 1]).clamp(min=0)
@@ -494,7 +483,8 @@ def evaluate(model: nn.Module, dl, kind: str, device=None) -> dict:
     boxes = torch.cat([b for _, b, _ in dl])
     labels = torch.cat([c for _, _, c in dl])
     if kind == "classifier":
-        return {"valid_loss": F.cross_entropy(out, labels).item(), "accuracy": (out.argmax(1) == labels).float().mean().item()}
+        return {"valid_loss": F.cross_entropy(out, labels).item(),
+                "accuracy": (out.argmax(1) == labels).float().mean().item()}
     return {"valid_l1_px": F.l1_loss(out, boxes).item(), "mean_iou": box_ious(out, boxes).mean().item()}
 
 
@@ -535,8 +525,9 @@ def fitter_scene() -> tuple[np.ndarray, np.ndarray, str]:
     img[..., 0] = 150 + 40 * yy / h
     img[..., 1] = 175 - 30 * xx / w
     img[..., 2] = 110 + 20 * np.sin(xx / 9) * np.cos(yy / 7)
-    t, l, b, r = FITTER_TRUTH
-    cy, cx, ry, rx = (t + b) / 2, (l + r) / 2, (b - t) / 2 + 0.5, (r - l) / 2 + 0.5
+    top, left, bottom, right = FITTER_TRUTH
+    cy, cx = (top + bottom) / 2, (left + right) / 2
+    ry, rx = (bottom - top) / 2 + 0.5, (right - left) / 2 + 0.5
     inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
     img[inside] = (120, 15, 40)
     return img.clip(0, 255).astype(np.uint8), FITTER_TRUTH.copy(), FITTER_LABEL
@@ -545,14 +536,3 @@ def fitter_scene() -> tuple[np.ndarray, np.ndarray, str]:
 def l1_px(a: Sequence[float], b: Sequence[float]) -> float:
     """Mean absolute difference of the four coordinates of two boxes, in pixels."""
     return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).mean())
-
-
-def cached_pretrained(arch: str, quiet: bool = False) -> bool:
-    """Whether ImageNet weights for ``arch`` are already in the torch cache (never downloads); says which."""
-    from course_lib.models import cached_weights
-
-    found = cached_weights(arch) is not None
-    if not quiet:
-        print(f"{arch}: " + ("cached ImageNet weights found, so starting from them." if found else
-                             "no ImageNet weights in the torch cache and no internet, so starting from random weights."))
-    return found

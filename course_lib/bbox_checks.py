@@ -21,9 +21,10 @@ def _as_box(x: Any) -> np.ndarray | None:
 def _box_judge(case, got, expected):
     """A numpy array of 4 numbers equal to the expected ones (any numeric dtype)."""
     if isinstance(got, torch.Tensor):
-        return f"expected a numpy array, got a torch tensor: build it with np.array([...])"
+        return "expected a numpy array, got a torch tensor: build it with np.array([...])"
     if isinstance(got, (list, tuple)):
-        return f"expected a numpy array, got a {type(got).__name__}: wrap it in np.array([...]) so that arithmetic works element-wise"
+        return (f"expected a numpy array, got a {type(got).__name__}: wrap it in np.array([...]) "
+                "so that arithmetic works element-wise")
     g = _as_box(got)
     if g is None:
         return f"expected a numpy array of 4 numbers, got {describe(got)}"
@@ -44,7 +45,7 @@ def _coco_cases(rng: np.random.Generator, device, n: int) -> list[Case]:
         w, h = int(rng.integers(2, 300)), int(rng.integers(2, 300))
         if w == h:
             continue
-        b = [int(rng.integers(0, 200)), int(rng.integers(0, 200)), w, h]
+        b: list[float] = [int(rng.integers(0, 200)), int(rng.integers(0, 200)), w, h]
         if rng.random() < 0.25:
             b = [float(v) + 0.5 * (i < 2) for i, v in enumerate(b)]  # fractional corners, as a model predicts
         out.append(Case((b,), {}, f"bbox={b}"))
@@ -106,11 +107,11 @@ COCO_TO_VOC = Spec(
 
 def _voc_box(rng: np.random.Generator, floats: bool) -> np.ndarray:
     while True:
-        t, l = rng.integers(0, 200, 2)
+        top, left = rng.integers(0, 200, 2)
         h, w = rng.integers(1, 250, 2)
         if h != w:
             break
-    box = np.array([t, l, t + h, l + w])
+    box = np.array([top, left, top + h, left + w])
     return box + rng.uniform(-0.5, 0.5, 4).round(2) if floats else box
 
 
@@ -152,7 +153,8 @@ BB_HW = Spec(
                 "no +1 here: matplotlib puts pixel i's centre at coordinate i, so a rectangle from the centre of "
                 "column left to the centre of column right is right - left wide (the seed's bb_hw)."),
         Mistake("corners", _bbhw_corners,
-                "Rectangle wants a width and a height, not the bottom-right corner: w = right - left, h = bottom - top."),
+                "Rectangle wants a width and a height, not the bottom-right corner: "
+                "w = right - left, h = bottom - top."),
         Mistake("wh_swapped", _bbhw_wh_swapped,
                 "width and height are the wrong way round: the width is right - left (a[3] - a[1]) and comes first."),
     ],
@@ -260,7 +262,8 @@ def _largest_judge(case, got, expected):
                   if isinstance(box, np.ndarray) and box.shape == (4,) and np.array_equal(b, box) and c == cat), None)
         e = next(i for i, (b, c) in enumerate(case.args[0]) if np.array_equal(b, e_box) and c == e_cat)
         if g is None:
-            return f"expected object {e} ({e_box.tolist()}, {e_cat}), got {describe(got)}, which is not one of the annotations"
+            return (f"expected object {e} ({e_box.tolist()}, {e_cat}), got {describe(got)}, "
+                    "which is not one of the annotations")
         return f"expected object {e} (area {areas[e]:g}), got object {g} (area {areas[g]:g})"
     return None
 
@@ -326,7 +329,8 @@ LARGEST_OBJECT = Spec(
         Mistake("first", _refuses_empty(_largest_first),
                 "you returned the first annotation; compare the areas of all of them."),
         Mistake("last_tie", _refuses_empty(_largest_last_tie),
-                "on a tie you kept the last object; keep the first (use > rather than >=, or max/sorted, which keep the first)."),
+                "on a tie you kept the last object; keep the first "
+                "(use > rather than >=, or max/sorted, which keep the first)."),
         Mistake("min", _refuses_empty(_largest_min),
                 "you picked the smallest object: sort with reverse=True, or use max instead of min."),
     ],
@@ -555,13 +559,14 @@ def _close(a, b) -> bool:
 
 def _compare_drawn(got: dict, want: dict) -> str | None:
     if not got["rects"]:
-        return ("no Rectangle was added to ax: draw on the Axes you were given with ax.add_patch(patches.Rectangle(...)) "
-                "(not plt.gca() or a new figure)")
+        return ("no Rectangle was added to ax: draw on the Axes you were given with "
+                "ax.add_patch(patches.Rectangle(...)) (not plt.gca() or a new figure)")
     if len(got["rects"]) > 1:
         return f"{len(got['rects'])} rectangles were added; draw exactly one"
     g, w = got["rects"][0], want["rects"][0]
     if not _close(g["xy"], w["xy"]):
-        return f"the rectangle's corner is at {tuple(round(v, 3) for v in g['xy'])}, expected (x=left, y=top) = {w['xy']}"
+        return (f"the rectangle's corner is at {tuple(round(v, 3) for v in g['xy'])}, "
+                f"expected (x=left, y=top) = {w['xy']}")
     if not _close((g["w"], g["h"]), (w["w"], w["h"])):
         return f"the rectangle is {g['w']:g} wide and {g['h']:g} high, expected {w['w']:g} by {w['h']:g}"
     if g["fill"] != w["fill"]:
@@ -578,7 +583,8 @@ def _compare_drawn(got: dict, want: dict) -> str | None:
     if gt["text"] != wt["text"]:
         return f"the text says {gt['text']!r}, expected the label {wt['text']!r}"
     if not _close(gt["pos"], wt["pos"]):
-        return f"the label is at {tuple(round(v, 3) for v in gt['pos'])}, expected the box's top-left corner {wt['pos']}"
+        return (f"the label is at {tuple(round(v, 3) for v in gt['pos'])}, "
+                f"expected the box's top-left corner {wt['pos']}")
     if gt["outline"][0] != wt["outline"][0]:
         return "the label has no outline: give the text a black patheffects.Stroke too, so it reads on any background"
     if gt["outline"][1] != wt["outline"][1]:

@@ -18,8 +18,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from course_lib.common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    profile_settings,
+    progress_bar,
+    read_pascal_csv,  # noqa: F401 - the lesson reads train.csv with dataloader.read_pascal_csv
+)
 
 # Sizes per profile. Nothing is trained in this lesson; the sizes set how many images the
 # batch pictures and the throughput measurement decode. `throughput_images` is per worker count:
@@ -30,12 +35,7 @@ PROFILE_SETTINGS: dict[str, dict] = {
     "gpu": dict(size=224, batch_size=64, num_workers=4, throughput_images=1024, throughput_workers=(0, 1, 2, 4)),
 }
 
-
-def settings(profile: str | None = None) -> dict:
-    """The lesson's settings for ``profile`` (default: the one ``setup()`` chose)."""
-    from course_lib.config import current
-
-    return dict(PROFILE_SETTINGS[profile or current().profile])
+settings = profile_settings(PROFILE_SETTINGS, "data-loading")
 
 
 # ----------------------------------------------------------------------------- exercises: fastai
@@ -119,15 +119,6 @@ def denormalize(x: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] 
 
 
 # ----------------------------------------------------------------------------- data helpers
-
-def read_pascal_csv(path: Path):
-    """``train.csv`` of a pascal_2007 folder as a DataFrame (fname, labels, is_valid as bool)."""
-    import pandas as pd
-
-    df = pd.read_csv(Path(path) / "train.csv")
-    df["is_valid"] = df["is_valid"].astype(bool)
-    return df
-
 
 def folder_items(root: Path) -> tuple[list[tuple[Path, int]], list[str]]:
     """``(items, classes)`` of an ImageFolder-style folder ``root/<class>/<image>``.
@@ -287,11 +278,7 @@ def measure_throughput(dataset: Dataset, batch_size: int, workers: Sequence[int]
         if isinstance(file, (str, Path)) and Path(file).is_file():
             Path(file).read_bytes()
     results = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n * len(workers), desc="loading images", unit="img", leave=False)
+    bar = progress_bar(None, progress, "loading images", total=n * len(workers), unit="img")
     for w in workers:
         dl = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=int(w),
                         collate_fn=collate_fn or collate)
@@ -302,7 +289,8 @@ def measure_throughput(dataset: Dataset, batch_size: int, workers: Sequence[int]
             if bar is not None:
                 bar.update(len(xb))
         sec = time.perf_counter() - start
-        results.append(dict(workers=int(w), images=seen, seconds=sec, per_second=seen / sec if sec > 0 else float("inf")))
+        results.append(dict(workers=int(w), images=seen, seconds=sec,
+                            per_second=seen / sec if sec > 0 else float("inf")))
     if bar is not None:
         bar.close()
     return results

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -111,7 +112,8 @@ GET_Y = Spec(
                 "that is the raw labels string: split it at the spaces (row['labels'].split(' ')); "
                 "MultiCategoryBlock needs a list of names, and would treat a string as a list of letters."),
         Mistake("wrapped", lambda row: [row["labels"]],
-                "a one-element list holding the whole string: 'dog person' must become ['dog', 'person'] (split at spaces)."),
+                "a one-element list holding the whole string: 'dog person' must become ['dog', 'person'] "
+                "(split at spaces)."),
         Mistake("fname", lambda row: row["fname"].split(" "), "those are file names; the labels are in row['labels']."),
         Mistake("set", lambda row: sorted(set(row["labels"].split(" ")), reverse=True),
                 "keep the labels in the order the CSV lists them: row['labels'].split(' ')."),
@@ -270,7 +272,7 @@ def _plain_part(x):
 
     if isinstance(x, Image.Image):
         arr = np.asarray(x)
-        out = {"kind": "PIL", "mode": str(x.mode), "size": [int(v) for v in x.size]}
+        out: dict[str, Any] = {"kind": "PIL", "mode": str(x.mode), "size": [int(v) for v in x.size]}
         if arr.dtype == np.uint8:
             out["pixels"] = torch.from_numpy(np.ascontiguousarray(arr).copy())
         else:
@@ -298,7 +300,7 @@ def _observe_dataset(cls, case) -> dict:
     """
     ds = cls(*copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
     n_items = len(case.args[0])
-    obs = {"is_dataset": isinstance(ds, torch.utils.data.Dataset)}
+    obs: dict[str, Any] = {"is_dataset": isinstance(ds, torch.utils.data.Dataset)}
     try:
         obs["len"] = len(ds)
     except Exception as e:  # the type only: its message names the class, which differs from the reference's
@@ -526,7 +528,8 @@ COLLATE = Spec(
                 "you returned lists of tensors, not tensors: a batch is one tensor, torch.stack(list_of_images) "
                 "gives [B, C, H, W] (and torch.stack / torch.tensor for the targets)."),
         Mistake("label_list", _collate_label_list,
-                "the images are stacked, but the targets are still a list: the loss needs one tensor (torch.tensor(labels))."),
+                "the images are stacked, but the targets are still a list: the loss needs one tensor "
+                "(torch.tensor(labels))."),
         Mistake("cat", _collate_cat,
                 "torch.cat joins along an existing dimension, giving [B*C, H, W]; torch.stack adds the new batch "
                 "dimension in front: [B, C, H, W]."),
@@ -550,6 +553,8 @@ def _denorm_cases(rng, device, n):
             w += 1  # not square, so a transposed image has the wrong shape
         batch = i % 2 == 0
         shape = (int(rng.integers(1, 5)), 3, h, w) if batch else (3, h, w)
+        mean: tuple[float, ...] | torch.Tensor
+        std: tuple[float, ...] | torch.Tensor
         if i % 4 < 2:
             mean, std = ref.IMAGENET_MEAN, ref.IMAGENET_STD
         else:
@@ -561,7 +566,10 @@ def _denorm_cases(rng, device, n):
         pic = torch.from_numpy(rng.uniform(-0.15, 1.15, shape)).float()
         m, s = torch.as_tensor(mean).float().view(-1, 1, 1), torch.as_tensor(std).float().view(-1, 1, 1)
         x = ((pic - m) / s).to(device)
-        kind = "tensors" if isinstance(mean, torch.Tensor) else ("ImageNet stats" if mean == ref.IMAGENET_MEAN else "tuples")
+        if isinstance(mean, torch.Tensor):
+            kind = "tensors"
+        else:
+            kind = "ImageNet stats" if mean == ref.IMAGENET_MEAN else "tuples"
         out.append(Case((x, mean, std), {}, f"x {list(shape)}, mean/std as {kind}"))
     return out
 
@@ -638,7 +646,8 @@ DENORMALIZE = Spec(
                 "the pixels; moving the channels needs permute (or movedim)."),
         Mistake("transpose", _denorm_transpose,
                 "transpose(-3, -1) swaps channels and width, so H and W end up exchanged (the picture is mirrored "
-                "along its diagonal): use permute(1, 2, 0) for one image, permute(0, 2, 3, 1) for a batch, or movedim(-3, -1)."),
+                "along its diagonal): use permute(1, 2, 0) for one image, permute(0, 2, 3, 1) for a batch, "
+                "or movedim(-3, -1)."),
         Mistake("no_clamp", _denorm_no_clamp,
                 "clamp the result to 0..1 (.clamp(0, 1)): augmented or rounded pixels fall slightly outside, and "
                 "imshow clips them with a warning."),

@@ -7,7 +7,6 @@ checkpoints, and prediction with the same preprocessing as training.
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from course_lib.common import IMAGENET_MEAN, IMAGENET_STD, profile_settings, progress_bar, save_atomic
 
 # Sizes per profile. `ci` proves the pipeline runs; `cpu` reaches MAE <= 0.02 in minutes.
 PROFILE_SETTINGS: dict[str, dict] = {
@@ -27,12 +25,7 @@ PROFILE_SETTINGS: dict[str, dict] = {
     "gpu": dict(size=128, batch_size=64, steps=600, lr=2e-3, val_n=512, eval_every=25),
 }
 
-
-def settings(profile: str | None = None) -> dict:
-    """The fill-level training settings of ``profile`` (default: the one ``setup()`` chose)."""
-    from course_lib.config import current
-
-    return dict(PROFILE_SETTINGS[profile or current().profile])
+settings = profile_settings(PROFILE_SETTINGS, "fill-level training")
 
 
 # ----------------------------------------------------------------------------- exercises
@@ -133,7 +126,8 @@ class FillLevelDataset(torch.utils.data.Dataset):
         return to_input(make_fill_image(level, self.size)), torch.tensor(level)
 
 
-def fill_dataloader(n: int, size: int, batch_size: int, seed: int = 0, shuffle: bool = True) -> torch.utils.data.DataLoader:
+def fill_dataloader(n: int, size: int, batch_size: int, seed: int = 0,
+                    shuffle: bool = True) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(FillLevelDataset(n, size, seed), batch_size=batch_size, shuffle=shuffle)
 
 
@@ -177,15 +171,6 @@ def evaluate(model: nn.Module, levels: Tensor, size: int, batch_size: int = 128)
     return float(torch.cat(errs).mean().item())
 
 
-def save_checkpoint(path: Path, **state) -> None:
-    """Write atomically: a crash mid-save leaves the previous checkpoint intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 def train_fill_model(
     model: nn.Module,
     steps: int,
@@ -208,8 +193,6 @@ def train_fill_model(
     optimizer and history are saved every ``checkpoint_every`` steps (and at the end), and
     ``resume=True`` continues from that file.
     """
-    from tqdm.auto import tqdm
-
     device = next(model.parameters()).device
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
@@ -224,7 +207,7 @@ def train_fill_model(
     val_levels = torch.rand(val_n, generator=torch.Generator().manual_seed(seed + 10_000)).to(device)
     model.train()
     t0 = time.perf_counter() - hist.seconds
-    bar = tqdm(range(start, steps), desc="training", disable=not progress, initial=start, total=steps)
+    bar = progress_bar(range(start, steps), progress, "training", initial=start, total=steps, leave=True)
     for step in bar:
         levels = torch.rand(batch_size, generator=gen, device=device)
         loss = loss_fn(model(make_fill_batch(levels, size)), levels)
@@ -237,10 +220,11 @@ def train_fill_model(
         if (step + 1) % eval_every == 0 or step + 1 == steps:
             hist.val_steps.append(step + 1)
             hist.val_mae.append(evaluate(model, val_levels, size))
-            bar.set_postfix(val_mae=f"{hist.val_mae[-1]:.4f}")
+            if progress:
+                bar.set_postfix(val_mae=f"{hist.val_mae[-1]:.4f}")
         if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
             hist.seconds = time.perf_counter() - t0
-            save_checkpoint(checkpoint, model=model.state_dict(), optimizer=opt.state_dict(),
-                            scheduler=sched.state_dict(), history=hist, step=step + 1)
+            save_atomic(dict(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                             history=hist, step=step + 1), checkpoint)
     hist.seconds = time.perf_counter() - t0
     return hist

@@ -66,9 +66,12 @@ MAKE_FILL_IMAGE = Spec(
     cases=_image_cases,
     judge=_image_judge,
     mistakes=[
-        Mistake("columns", _cols, "you filled the left columns, not the top rows: index rows first, img[:k] (not img[:, :k])."),
+        Mistake("columns", _cols,
+                "you filled the left columns, not the top rows: index rows first, img[:k] (not img[:, :k])."),
         Mistake("bottom", _bottom, "you filled from the bottom: the white part starts at row 0, the top of the image."),
-        Mistake("round", _rounded, "use int(fill_level * size) as the seed does (it truncates); round() fills one row too many about half the time."),
+        Mistake("round", _rounded,
+                "use int(fill_level * size) as the seed does (it truncates); "
+                "round() fills one row too many about half the time."),
         Mistake("one", _one_not_255, "white in a uint8 image is 255, not 1."),
         Mistake("float", _float_image, "the image must be uint8: create it with np.zeros((size, size, 3), np.uint8)."),
     ],
@@ -117,7 +120,8 @@ def _batch_judge(case, got, expected):
 
 def _unnormalized(batch_size, size):
     levels = torch.from_numpy(np.random.random(batch_size)).float()
-    imgs = torch.stack([torch.from_numpy(ref.make_fill_image(float(lv), size)).permute(2, 0, 1).float() / 255 for lv in levels])
+    imgs = torch.stack([torch.from_numpy(ref.make_fill_image(float(lv), size)).permute(2, 0, 1).float() / 255
+                        for lv in levels])
     return imgs, levels
 
 
@@ -128,11 +132,13 @@ def _levels_column(batch_size, size):
 
 LOAD_BATCH = Spec(
     id="load_batch",
-    reference=None,  # random output: judged by properties, not against one answer
+    # Random output: the judge checks properties, not equality with the reference's own draw.
+    reference=ref.load_batch,
     cases=_batch_cases,
     judge=_batch_judge,
     mistakes=[
-        Mistake("unnormalized", _unnormalized, "apply tf.Normalize(mean, std) with the ImageNet statistics after ToTensor."),
+        Mistake("unnormalized", _unnormalized,
+                "apply tf.Normalize(mean, std) with the ImageNet statistics after ToTensor."),
         Mistake("levels_column", _levels_column, "levels should be a flat [B] tensor, not [B, 1]."),
     ],
     n_visible=3,
@@ -235,7 +241,8 @@ def _keeps_head(pretrained: bool = False):
 
 BUILD_FILL_MODEL = Spec(
     id="build_fill_model",
-    reference=None,  # fresh random weights every call: judged by structure
+    # Fresh random weights every call: the judge compares structure, which _observe_model reports.
+    reference=ref.build_fill_model,
     cases=_model_cases,
     judge=_model_judge,
     observe=_observe_model,
@@ -261,6 +268,7 @@ class _Probe(nn.Module):
         with torch.no_grad():
             for p in self.parameters():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+            assert self.bn.running_mean is not None and self.bn.running_var is not None  # track_running_stats
             self.bn.running_mean.copy_(torch.randn(4, generator=g))
             self.bn.running_var.copy_(torch.rand(4, generator=g) + 0.5)
             self.fc.bias.fill_(0.5)
@@ -279,7 +287,7 @@ def _predict_cases(rng, device, n):
     # function did to it, so every run builds its own (see _observe_predict). The seed is a tensor
     # so that it travels to the kernel's device, where the probe is then built.
     out = []
-    for i in range(max(n, 2)):
+    for _ in range(max(n, 2)):
         seed = torch.tensor(int(rng.integers(1 << 30)), device=device)
         lv = float(np.round(rng.random(), 3))
         img = ref.make_fill_image(lv, int(rng.integers(16, 80)))
@@ -348,9 +356,10 @@ PREDICT_FILL = Spec(
     observe=_observe_predict,
     mistakes=[
         Mistake("no_eval", _no_eval,
-                "call model.eval() before predicting: in training mode BatchNorm normalizes with the statistics of this "
-                "one image instead of the running statistics learned in training (the batch-size-1 pitfall)."),
-        Mistake("no_normalize", _no_normalize, "preprocess exactly as in training: ToTensor then Normalize with the ImageNet mean and std."),
+                "call model.eval() before predicting: in training mode BatchNorm normalizes with the statistics "
+                "of this one image instead of the running statistics learned in training (the batch-size-1 pitfall)."),
+        Mistake("no_normalize", _no_normalize,
+                "preprocess exactly as in training: ToTensor then Normalize with the ImageNet mean and std."),
         Mistake("unscaled", _unscaled, "divide pixel values by 255 before normalizing (ToTensor does that)."),
     ],
     n_visible=3,
@@ -372,7 +381,8 @@ def _same_image_judge(case, got, expected):
     if abs(a - b) < 0.005:
         return "pick two levels at least 0.005 apart"
     if not np.array_equal(ref.make_fill_image(a, int(size)), ref.make_fill_image(b, int(size))):
-        return (f"at size {int(size)} these levels give different images ({int(a * size)} and {int(b * size)} white rows): "
+        return (f"at size {int(size)} these levels give different images "
+                f"({int(a * size)} and {int(b * size)} white rows): "
                 "look for two levels that fill the same number of rows")
     return None
 
@@ -382,7 +392,8 @@ SAME_IMAGE_LEVELS = Spec(
     reference=None,
     judge=_same_image_judge,
     kind="answer",
-    hint="with the explorer, set a small size, move the slider until the white-row count changes, and record two levels inside one step.",
+    hint="with the explorer, set a small size, move the slider until the white-row count changes, "
+         "and record two levels inside one step.",
 )
 
 SPECS = [MAKE_FILL_IMAGE, LOAD_BATCH, FILL_L1_LOSS, BUILD_FILL_MODEL, PREDICT_FILL, SAME_IMAGE_LEVELS]

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from course_lib.common import learner_pretrained, profile_settings, read_cal
+
 # The BIWI frames are 640 x 480; errors are reported in pixels of this size.
 FRAME_SIZE: tuple[int, int] = (640, 480)  # (width, height), as PIL's Image.size
 # fastbook holds out this recording: a person that appears in no other folder.
@@ -42,12 +44,7 @@ PROFILE_SETTINGS: dict[str, dict] = {
                 num_workers=4, arch="resnet18", head="heatmap", max_rotate=10.0, max_warp=0.2),
 }
 
-
-def settings(profile: str | None = None) -> dict:
-    """The keypoint training settings of ``profile`` (default: the one ``setup()`` chose)."""
-    from course_lib.config import current
-
-    return dict(PROFILE_SETTINGS[profile or current().profile])
+settings = profile_settings(PROFILE_SETTINGS, "keypoint training")
 
 
 # ----------------------------------------------------------------------------- exercises
@@ -102,18 +99,6 @@ def from_unit_points(points: Tensor, size: Sequence[float]) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- data
-
-
-def read_cal(path: Path | str) -> np.ndarray:
-    """The ``(3, 3)`` intrinsic matrix of an ``rgb.cal`` file (its first three lines).
-
-    ``skip_footer=6`` drops the distortion line, the 3x3 extrinsic rotation, the translation
-    and the image size; blank lines do not count.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: pass the rgb.cal of a BIWI folder, e.g. path/'01'/'rgb.cal'.")
-    return np.genfromtxt(path, skip_footer=6)
 
 
 def read_cal_parts(path: Path | str) -> dict[str, np.ndarray]:
@@ -230,19 +215,6 @@ class HeatmapHead(torch.nn.Module):
         col = cols[None, None, :] + shift[:, 0] * (2 / w)
         row = rows[None, :, None] + shift[:, 1] * (2 / h)
         return torch.stack([(p * col).sum(dim=(1, 2)), (p * row).sum(dim=(1, 2))], dim=1)
-
-
-def learner_pretrained(arch: str | Callable, quiet: bool = False) -> bool:
-    """Whether ImageNet weights for ``arch`` are already in the torch cache; never downloads."""
-    from course_lib.models import cached_weights
-
-    name = arch if isinstance(arch, str) else arch.__name__
-    found = cached_weights(name) is not None
-    if not quiet:
-        print(f"{name}: " + ("cached ImageNet weights found, so pretrained=True." if found else
-                             "no ImageNet weights in the torch cache and no internet, so pretrained=False "
-                             "(random weights)."))
-    return found
 
 
 def make_learner(dls, arch: str | Callable = "resnet18", pretrained: bool | None = None, quiet: bool = False,

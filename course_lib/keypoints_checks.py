@@ -394,9 +394,12 @@ def _alternatives() -> dict[str, tuple[float, float]]:
     c = ref.CHALLENGE
     return {
         "the point did not move at all: augmentations move the point together with the image": tuple(c["point"]),
-        "that is where it lands without the flip: the picture is mirrored left to right first": ref.challenge_truth(flip=False),
-        "that is where it lands with the rotation turned the other way: look at where the grid's corners go": ref.challenge_truth(rotate=-c["rotate"]),
-        "that is where it lands if the zoom shrank the picture: zooming in by 1.3 pushes points away from the centre": ref.challenge_truth(zoom=1 / c["zoom"]),
+        "that is where it lands without the flip: the picture is mirrored left to right first":
+            ref.challenge_truth(flip=False),
+        "that is where it lands with the rotation turned the other way: look at where the grid's corners go":
+            ref.challenge_truth(rotate=-c["rotate"]),
+        "that is where it lands if the zoom shrank the picture: zooming in by 1.3 pushes points away from the centre":
+            ref.challenge_truth(zoom=1 / c["zoom"]),
         "that is where it lands with the flip and the zoom but no rotation": ref.challenge_truth(rotate=0.0),
         "that is where it lands with the flip alone": ref.challenge_truth(rotate=0.0, zoom=1.0),
     }

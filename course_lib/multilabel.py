@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from course_lib.common import imagenet_weights_cached, learner_pretrained, profile_settings, read_pascal_csv
+
 # Sizes per profile. `ci` proves the notebook runs. `cpu`: starting from course_lib's pretrained
 # backbone (lesson 02) these settings reached a validation accuracy_multi of 0.935 at the best threshold
 # (0.933 at 0.5); from random weights the best recipe tried had reached 0.925 (all-"no" baseline 0.917).
@@ -27,12 +29,7 @@ PROFILE_SETTINGS: dict[str, dict] = {
     "gpu": dict(size=128, batch_size=64, freeze_epochs=2, epochs=10, lr=3e-3, lr_mult=10, thresh=0.2, num_workers=4),
 }
 
-
-def settings(profile: str | None = None) -> dict:
-    """The multi-label training settings of ``profile`` (default: the one ``setup()`` chose)."""
-    from course_lib.config import current
-
-    return dict(PROFILE_SETTINGS[profile or current().profile])
+settings = profile_settings(PROFILE_SETTINGS, "multi-label training")
 
 
 # ----------------------------------------------------------------------------- exercises
@@ -84,15 +81,6 @@ def best_threshold(preds: Tensor, targs: Tensor, thresholds: Sequence[float] | T
 
 # ----------------------------------------------------------------------------- data and learner
 
-def read_pascal_csv(path: Path):
-    """``train.csv`` of a pascal_2007 folder as a DataFrame (fname, labels, is_valid as bool)."""
-    import pandas as pd
-
-    df = pd.read_csv(Path(path) / "train.csv")
-    df["is_valid"] = df["is_valid"].astype(bool)
-    return df
-
-
 def split_on_is_valid(df) -> tuple[list[int], list[int]]:
     """(train positions, valid positions) from the ``is_valid`` column, as fastai splitters return them."""
     valid = df["is_valid"].to_numpy(bool)
@@ -138,27 +126,6 @@ def pascal_dataloaders(path: Path, size: int, batch_size: int, num_workers: int 
                               device=device if device is not None else current().device)
 
 
-def arch_name(arch: str | Callable) -> str:
-    return arch if isinstance(arch, str) else arch.__name__
-
-
-def learner_pretrained(arch: str | Callable, quiet: bool = False) -> bool:
-    """Whether ImageNet weights for ``arch`` are already in the torch cache (never downloads).
-
-    ``vision_learner(..., pretrained=True)`` would try to download them and fail offline; pass
-    ``pretrained=learner_pretrained(arch)`` instead. Says in one line which it will be.
-    """
-    from course_lib.models import cached_weights
-
-    name = arch_name(arch)
-    found = cached_weights(name) is not None
-    if not quiet:
-        print(f"{name}: " + ("cached ImageNet weights found, so pretrained=True." if found else
-                             "no ImageNet weights in the torch cache and no internet, so pretrained=False "
-                             "(random weights)."))
-    return found
-
-
 def pretrained_arch(profile: str | None = None, quiet: bool = False) -> Callable:
     """The architecture to hand to ``vision_learner(..., pretrained=True)`` without internet.
 
@@ -168,18 +135,16 @@ def pretrained_arch(profile: str | None = None, quiet: bool = False) -> Callable
     """
     import torchvision
 
-    from course_lib.backbone import fastai_arch
-    from course_lib.models import cached_weights
-    from course_lib.transfer import settings as transfer_settings
+    from course_lib.backbone import fastai_arch, pretrain_settings
 
-    if cached_weights("resnet18") is not None:
+    if imagenet_weights_cached("resnet18") is not None:
         if not quiet:
             print("resnet18: cached ImageNet weights found; vision_learner will use them.")
         return torchvision.models.resnet18
     if not quiet:
         print("resnet18: no ImageNet weights in the torch cache and no internet, so starting from course_lib's "
               "own pretraining (lesson 02) instead.")
-    return fastai_arch("resnet18", **transfer_settings(profile)["pretrain"])
+    return fastai_arch("resnet18", **pretrain_settings(profile))
 
 
 def make_learner(dls, arch: str | Callable = "resnet18", thresh: float = 0.5, pretrained: bool | None = None,

@@ -59,7 +59,9 @@ ONE_HOT = Spec(
     cases=_one_hot_cases,
     judge=_one_hot_judge,
     mistakes=[
-        Mistake("long", _one_hot_long, "make the target float (torch.zeros(len(vocab))), not integer: the loss compares it with probabilities."),
+        Mistake("long", _one_hot_long,
+                "make the target float (torch.zeros(len(vocab))), not integer: "
+                "the loss compares it with probabilities."),
         Mistake("rows", _one_hot_rows,
                 "F.one_hot gives one row per label ([n_labels, C]); a multi-label target is a single row with a 1 "
                 "for every label: start from torch.zeros(len(vocab)) and set each label's position."),
@@ -67,7 +69,8 @@ ONE_HOT = Spec(
                 "the positions are shifted by one: vocab.index(name) is already 0-based (the COCO json's "
                 "category_id is the 1-based one)."),
         Mistake("indices", _one_hot_indices,
-                "you returned the labels' positions; one-hot means a vector of len(vocab) with 1.0 at those positions."),
+                "you returned the labels' positions; one-hot means a vector of len(vocab) "
+                "with 1.0 at those positions."),
     ],
     n_visible=5,
     n_hidden=30,
@@ -145,16 +148,20 @@ BINARY_CROSS_ENTROPY = Spec(
                 "your BCE rewards wrong labels: are the torch.where branches swapped? Where the target is 1 the "
                 "loss must be -log(p), where it is 0, -log(1 - p): torch.where(targets == 1, p, 1 - p)."),
         Mistake("no_sigmoid", _bce_no_sigmoid,
-                "the inputs are logits, not probabilities: apply .sigmoid() first (the log of a negative logit is NaN)."),
+                "the inputs are logits, not probabilities: apply .sigmoid() first "
+                "(the log of a negative logit is NaN)."),
         Mistake("softmax", _bce_softmax,
                 "use sigmoid, not softmax: softmax makes the classes compete for one unit of probability, but in "
                 "multi-label each class is its own yes/no question."),
         Mistake("cross_entropy", _bce_cross_entropy,
                 "that is softmax cross-entropy (F.cross_entropy), which assumes exactly one label per image; "
                 "multi-label needs an independent sigmoid and a binary cross-entropy per class."),
-        Mistake("sum", _bce_sum, "use .mean() over all elements, not .sum(): the loss should not grow with batch size or class count."),
+        Mistake("sum", _bce_sum,
+                "use .mean() over all elements, not .sum(): the loss should not grow with batch size or class count."),
         Mistake("per_row", _bce_per_row, "average over all B*C elements: .mean() with no dim, giving a scalar."),
-        Mistake("no_minus", _bce_no_minus, "the log of a probability is negative: put a minus sign in front so the loss falls as predictions improve."),
+        Mistake("no_minus", _bce_no_minus,
+                "the log of a probability is negative: put a minus sign in front "
+                "so the loss falls as predictions improve."),
         Mistake("no_log", _bce_no_log,
                 "take the log: -log(p) punishes a confident wrong answer without limit, which plain 1 - p does not."),
     ],
@@ -172,7 +179,10 @@ BINARY_CROSS_ENTROPY = Spec(
 def _acc_cases(rng: np.random.Generator, device: torch.device, n: int) -> list[Case]:
     out = []
     for i in range(max(n, 4)):
-        b, c = [(32, 20), (4, 5), (16, 3), (6, 20)][i] if i < 4 else (int(rng.integers(1, 33)), int(rng.integers(2, 21)))
+        if i < 4:
+            b, c = [(32, 20), (4, 5), (16, 3), (6, 20)][i]
+        else:
+            b, c = int(rng.integers(1, 33)), int(rng.integers(2, 21))
         targ = torch.from_numpy((rng.random((b, c)) < 0.3).astype(np.float32)).to(device)
         kind = i % 4
         if kind == 3:
@@ -252,8 +262,11 @@ ACCURACY_MULTI = Spec(
                 "apply the sigmoid only when sigmoid=True: with sigmoid=False the inputs are already probabilities "
                 "(as get_preds returns them), and a second sigmoid squeezes them all into [0.5, 0.73]."),
         Mistake("direction", _acc_direction,
-                "the threshold points the wrong way: a class is predicted present when its probability is above it (inp > thresh)."),
-        Mistake("ge", _acc_ge, "a probability equal to the threshold does not count as predicted: use inp > thresh, as fastai does, not >=."),
+                "the threshold points the wrong way: a class is predicted present when its probability is above it "
+                "(inp > thresh)."),
+        Mistake("ge", _acc_ge,
+                "a probability equal to the threshold does not count as predicted: use inp > thresh, as fastai does, "
+                "not >=."),
         Mistake("softmax", _acc_softmax,
                 "use sigmoid, not softmax: with softmax the probabilities of an image sum to 1, so two present classes "
                 "can never both clear 0.5."),
@@ -283,6 +296,7 @@ def _best_cases(rng: np.random.Generator, device: torch.device, n: int) -> list[
         preds = torch.from_numpy(np.round(1 / (1 + np.exp(-logits)), 3)).float().to(device)
         targs = torch.from_numpy(targ).to(device)
         k = int(rng.integers(5, 30))
+        ths: torch.Tensor | list[float]
         if i % 2 == 0:
             ths = torch.linspace(0.05, 0.95, k)
             what = f"torch.linspace(0.05, 0.95, {k})"
@@ -358,9 +372,11 @@ BEST_THRESHOLD = Spec(
     cases=_best_cases,
     judge=_best_judge,
     mistakes=[
-        Mistake("argmin", _best_argmin, "you picked the threshold with the lowest accuracy: use argmax (or max), not argmin."),
+        Mistake("argmin", _best_argmin,
+                "you picked the threshold with the lowest accuracy: use argmax (or max), not argmin."),
         Mistake("sigmoid_again", _best_sigmoid_again,
-                "preds are already probabilities (get_preds applied the sigmoid): call accuracy_multi(..., sigmoid=False)."),
+                "preds are already probabilities (get_preds applied the sigmoid): "
+                "call accuracy_multi(..., sigmoid=False)."),
         Mistake("index", _best_index, "return the threshold itself, thresholds[i], not its position i."),
         Mistake("swapped", _best_swapped, "return (threshold, accuracy) in that order."),
     ],
@@ -404,7 +420,8 @@ CHOSEN_THRESHOLD = Spec(
     reference=None,
     judge=_chosen_judge,
     kind="answer",
-    hint="move the explorer's slider until the accuracy is as high as it gets, then press Record and paste the line it shows.",
+    hint="move the explorer's slider until the accuracy is as high as it gets, "
+         "then press Record and paste the line it shows.",
 )
 
 SPECS = [ONE_HOT, BINARY_CROSS_ENTROPY, ACCURACY_MULTI, BEST_THRESHOLD, CHOSEN_THRESHOLD]

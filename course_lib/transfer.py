@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -18,31 +17,26 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from course_lib.backbone import IMAGENET_MEAN, IMAGENET_STD, pretrained_resnet
+from course_lib.backbone import PRETRAIN_SETTINGS, pretrained_resnet
+from course_lib.common import IMAGENET_MEAN, IMAGENET_STD, profile_settings, progress_bar, save_atomic
 
-# `pretrain` sizes course_lib's own pretraining when no ImageNet weights are cached (see
-# course_lib.backbone); each setting has its own cache file. `cpu`: 400 steps take about two
-# minutes on an idle 2-core machine and leave fine-tuning far ahead of training from scratch.
+# `pretrain` sizes course_lib's own pretraining when no ImageNet weights are cached: the shared
+# backbone's settings (course_lib.backbone.PRETRAIN_SETTINGS), which lesson 03 loads too.
 PROFILE_SETTINGS: dict[str, dict] = {
     "ci": dict(size=48, batch_size=16, head_epochs=2, all_epochs=1, compare_epochs=2, step_size=7,
                head_lr=1e-2, all_lr=1e-3, scratch_lr=1e-3, fastai_epochs=1, num_workers=0,
-               pretrain=dict(steps=30, batch_size=16, image_size=32)),
+               pretrain=PRETRAIN_SETTINGS["ci"]),
     "cpu": dict(size=64, batch_size=16, head_epochs=4, all_epochs=3, compare_epochs=6, step_size=7,
                 head_lr=1e-2, all_lr=1e-3, scratch_lr=1e-3, fastai_epochs=1, num_workers=0,
-                pretrain=dict(steps=400, batch_size=32, image_size=48)),
+                pretrain=PRETRAIN_SETTINGS["cpu"]),
     "gpu": dict(size=128, batch_size=32, head_epochs=10, all_epochs=8, compare_epochs=15, step_size=7,
                 head_lr=1e-2, all_lr=1e-4, scratch_lr=1e-3, fastai_epochs=4, num_workers=4,
-                pretrain=dict(steps=3000, batch_size=128, image_size=64)),
+                pretrain=PRETRAIN_SETTINGS["gpu"]),
 }
 
 HISTORY_KEYS = ("train_loss", "train_acc", "valid_loss", "valid_acc", "lr")
 
-
-def settings(profile: str | None = None) -> dict:
-    """The transfer-learning settings of ``profile`` (default: the one ``setup()`` chose)."""
-    from course_lib.config import current
-
-    return copy.deepcopy(PROFILE_SETTINGS[profile or current().profile])
+settings = profile_settings(PROFILE_SETTINGS, "transfer-learning")
 
 
 # ----------------------------------------------------------------------------- exercises
@@ -86,7 +80,8 @@ def count_trainable(model: nn.Module) -> int:
 
 def train_model(model: nn.Module, dataloaders: dict, criterion: Callable[[Tensor, Tensor], Tensor],
                 optimizer: torch.optim.Optimizer, scheduler=None, num_epochs: int = 1,
-                checkpoint: str | Path | None = None, progress: bool = False) -> tuple[nn.Module, dict[str, list[float]]]:
+                checkpoint: str | Path | None = None,
+                progress: bool = False) -> tuple[nn.Module, dict[str, list[float]]]:
     """Train ``model`` for ``num_epochs``, validating after each, and return it with its best validation weights.
 
     ``dataloaders`` is ``{"train": DataLoader, "valid": DataLoader}`` yielding images ``[B, 3, H, W]``
@@ -105,7 +100,7 @@ def train_model(model: nn.Module, dataloaders: dict, criterion: Callable[[Tensor
     device = next(model.parameters()).device
     history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
     best_acc, best_state = -1.0, copy.deepcopy(model.state_dict())
-    epochs = _progress(range(num_epochs), progress, "epochs")
+    epochs = progress_bar(range(num_epochs), progress, "epochs")
     for _ in epochs:
         history["lr"].append(optimizer.param_groups[0]["lr"])
         for phase in ("train", "valid"):
@@ -145,27 +140,11 @@ def train_model(model: nn.Module, dataloaders: dict, criterion: Callable[[Tensor
 
 # ----------------------------------------------------------------------------- lesson helpers
 
-def _progress(it, show: bool, desc: str):
-    if not show:
-        return it
-    from tqdm.auto import tqdm
-
-    return tqdm(it, desc=desc, leave=False)
-
-
-def save_checkpoint(path: str | Path, state_dict: dict, best_acc: float, optimizer: torch.optim.Optimizer | None = None) -> None:
+def save_checkpoint(path: str | Path, state_dict: dict, best_acc: float,
+                    optimizer: torch.optim.Optimizer | None = None) -> None:
     """Save ``{"state_dict", "best_acc", "optimizer"}`` to ``path`` atomically (write, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    payload = {"state_dict": state_dict, "best_acc": best_acc,
-               "optimizer": optimizer.state_dict() if optimizer is not None else None}
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    save_atomic({"state_dict": state_dict, "best_acc": best_acc,
+                 "optimizer": optimizer.state_dict() if optimizer is not None else None}, path)
 
 
 def load_checkpoint(path: str | Path, model: nn.Module) -> float:
@@ -179,7 +158,8 @@ def load_checkpoint(path: str | Path, model: nn.Module) -> float:
 
 
 def flower_transforms(size: int):
-    """``(train_tf, valid_tf)``: the tutorial's augmentation for training; for validation only the same size and statistics."""
+    """``(train_tf, valid_tf)``: the tutorial's augmentation for training; for validation only the same size
+    and statistics."""
     from torchvision import transforms as T
 
     normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
@@ -217,19 +197,6 @@ def flower_dataloaders(path: Path, size: int, batch_size: int, num_workers: int 
 def backbone(profile: str | None = None, progress: bool = True) -> nn.Module:
     """The pretrained resnet18 for ``profile``: ImageNet weights when cached, else course_lib's own pretraining."""
     return pretrained_resnet("resnet18", progress=progress, **settings(profile)["pretrain"])
-
-
-def prepare(profile: str | None = None) -> Path:
-    """Make (or find) the profile's pretrained backbone ahead of the lesson; returns where it is cached.
-
-    ``python -m course_lib.data`` calls this, so a student's first run of lesson 02 does not wait for it.
-    """
-    from course_lib.backbone import course_pretrained_path, imagenet_weights_path
-
-    if imagenet_weights_path("resnet18").is_file():
-        return imagenet_weights_path("resnet18")
-    backbone(profile, progress=True)
-    return course_pretrained_path("resnet18", **settings(profile)["pretrain"])
 
 
 def denormalize(x: Tensor) -> np.ndarray:

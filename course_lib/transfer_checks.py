@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,9 +42,16 @@ class _Block(nn.Module):
 
 
 class TinyResNet(nn.Module):
-    """The same attribute names as torchvision's ResNet (``conv1`` ... ``layer4``, ``fc``), a few hundred weights wide."""
+    """The same attribute names as torchvision's ResNet (``conv1`` ... ``layer4``, ``fc``), a few hundred weights
+    wide."""
 
-    def __init__(self, widths: tuple[int, int, int, int, int], num_classes: int):
+    # Made by the loop in __init__; named here for the type checker.
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
+    def __init__(self, widths: tuple[int, ...], num_classes: int):  # five: the stem's, then layer1..layer4's
         super().__init__()
         self.conv1 = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
@@ -60,7 +68,7 @@ class TinyResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def tiny_resnet(seed: int, frozen_share: float = 0.0) -> nn.Module:
+def tiny_resnet(seed: int, frozen_share: float = 0.0) -> TinyResNet:
     """A TinyResNet with widths and head size drawn from ``seed``, a ``frozen_share`` of its parameters frozen."""
     rng = np.random.default_rng(seed)
     widths = tuple(int(w) for w in rng.integers(2, 9, size=5))
@@ -170,8 +178,8 @@ def _observe_head(fn, case):
     if not isinstance(returned, nn.Module):
         return {"returned": describe(returned)}
     fc = getattr(returned, "fc", None)
-    out = {"returned": "model" if returned is model else "another module",
-           "fc": type(fc).__name__, "flags": _grad_flags(returned)}
+    out: dict[str, Any] = {"returned": "model" if returned is model else "another module",
+                           "fc": type(fc).__name__, "flags": _grad_flags(returned)}
     if isinstance(fc, nn.Linear):
         out.update(in_features=fc.in_features, out_features=fc.out_features)
     body = {n: p for n, p in returned.named_parameters() if not n.startswith("fc.")}
@@ -373,7 +381,7 @@ N_FEATURES = 3  # plus one marker column that tells the probe which phase a batc
 class _Probe(nn.Module):
     """Records, for each forward pass, the phase of the batch and the model's mode then."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.log: list[tuple[str, bool, bool]] = []
 
@@ -535,7 +543,7 @@ def _train_variant(last=False, live_state=False, no_eval=False, grad_in_valid=Fa
 
     def train_model(model, dataloaders, criterion, optimizer, scheduler=None, num_epochs=1):
         device = next(model.parameters()).device
-        history = {key: [] for key in ref.HISTORY_KEYS}
+        history: dict[str, list[float]] = {key: [] for key in ref.HISTORY_KEYS}
         best_acc, best_state = -1.0, copy.deepcopy(model.state_dict())
         for _ in range(num_epochs):
             history["lr"].append(optimizer.param_groups[0]["lr"])
@@ -589,7 +597,8 @@ TRAIN_MODEL = Spec(
                 "validation ran with gradients on: wrap it in torch.no_grad() or "
                 "torch.set_grad_enabled(phase == 'train')."),
     ],
-    hint="see the docstring's recipe: train phase, valid phase, keep a deep copy of the best weights, load them at the end.",
+    hint="see the docstring's recipe: train phase, valid phase, keep a deep copy of the best weights, "
+         "load them at the end.",
 )
 
 
@@ -597,7 +606,8 @@ TRAIN_MODEL = Spec(
 
 def _choice_judge(case, got, expected):
     if not (isinstance(got, dict) and {"train", "trainable"} <= set(got)):
-        return f"expected the dict the explorer's Record button shows, {{'train': [...], 'trainable': N}}; got {describe(got)}"
+        return (f"expected the dict the explorer's Record button shows, {{'train': [...], 'trainable': N}}; "
+                f"got {describe(got)}")
     groups = tuple(got["train"])
     if set(groups) != set(ref.QUESTION_GROUPS):
         return (f"you chose to train {sorted(groups)}; the question asks for the last block and the new head "

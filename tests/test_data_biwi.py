@@ -216,7 +216,8 @@ def test_get_biwi_builds_under_data_root_by_profile(tmp_path: Path, monkeypatch:
     assert biwi.PROFILE_SIZES["ci"] < biwi.PROFILE_SIZES["cpu"] < biwi.PROFILE_SIZES["gpu"]
 
 
-def test_cli_prints_path_and_summary(built: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_prints_path_and_summary(built: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(biwi, "get_biwi", lambda profile=None, seed=0: built)
     biwi.main(["--profile", "ci"])
     out = capsys.readouterr().out.splitlines()

@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 from torchvision import datasets, models
 
-from course_lib import backbone
+from course_lib import backbone, common
 from course_lib.data import flowers
 from course_lib.data.common import DownloadUnavailable
 from course_lib.data.flowers import FLOWER_KINDS, get_flowers, make_flowers
@@ -126,13 +126,13 @@ def _same_weights(a: nn.Module, b: nn.Module) -> bool:
 def test_course_pretraining_is_cached_atomically_and_reused(caches: Path, monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     replaced: list[tuple[Path, Path]] = []
-    real_replace = backbone.os.replace
+    real_replace = common.os.replace
 
     def spy(src: str, dst: str) -> None:
         replaced.append((Path(src), Path(dst)))
         real_replace(src, dst)
 
-    monkeypatch.setattr(backbone.os, "replace", spy)
+    monkeypatch.setattr(common.os, "replace", spy)  # the atomic write lives in course_lib.common
     cache = backbone.course_pretrained_path("resnet18", **TINY)
     first = backbone.pretrained_resnet("resnet18", progress=False, **TINY)
     assert "pretraining resnet18" in capsys.readouterr().out

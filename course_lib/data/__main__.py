@@ -2,16 +2,25 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import time
+from typing import Callable
 
-# Each entry: (module, function returning the dataset's path for a profile).
-MAKERS = (
-    ("course_lib.data.pascal", "get_pascal_2007"),
-    ("course_lib.data.biwi", "get_biwi"),
-    ("course_lib.data.flowers", "get_flowers"),
-    ("course_lib.transfer", "prepare"),  # lesson 02's pretrained backbone, when no ImageNet weights are cached
-)
+
+def makers() -> list[tuple[str, Callable]]:
+    """``(name, function returning the made data's path for a profile)``, for every dataset the lessons use.
+
+    Imported here rather than at the top so that ``--help`` works before the dependencies are installed.
+    """
+    from course_lib import backbone
+    from course_lib.data import biwi, flowers, pascal
+
+    return [
+        ("pascal", pascal.get_pascal_2007),
+        ("biwi", biwi.get_biwi),
+        ("flowers", flowers.get_flowers),
+        # Lessons 02 and 03's pretrained resnet18, made only when no ImageNet weights are cached.
+        ("backbone", backbone.prepare),
+    ]
 
 
 def main() -> None:
@@ -24,14 +33,18 @@ def main() -> None:
     if data_source() == "real":
         print("COURSE_DATA=real: lessons download their data when first opened; nothing to make here.")
         return
-    for module, func in MAKERS:
-        try:
-            getter = getattr(importlib.import_module(module), func)
-        except ModuleNotFoundError:
-            continue  # a lesson whose data maker is not part of this checkout yet
+    try:
+        todo = makers()
+    except ModuleNotFoundError as e:
+        # A module of the course itself that is missing is a bug to see in full, not a dependency to install.
+        if (e.name or "").partition(".")[0] == "course_lib":
+            raise
+        raise SystemExit(f"python -m course_lib.data: the package {e.name!r} is not installed. "
+                         "Run `make install` (or `pip install -e .`) first.") from e
+    for name, make in todo:
         t0 = time.perf_counter()
-        path = getter(profile=profile)
-        print(f"{module.rsplit('.', 1)[-1]}: {path} ({time.perf_counter() - t0:.1f} s)")
+        path = make(profile=profile)
+        print(f"{name}: {path} ({time.perf_counter() - t0:.1f} s)")
     print(f"default data for profile '{profile}' is ready (lesson 06 makes its images on the fly).")
 
 

@@ -47,6 +47,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from course_lib import config
+from course_lib.common import read_cal  # noqa: F401 - biwi.read_cal: the reader for the files made here
 from course_lib.data.common import build_once, real_dataset
 
 # Frames per recording folder; 24 folders in every profile, like the real set.
@@ -94,14 +95,6 @@ _WOODS = [(120, 84, 52), (150, 110, 70), (90, 60, 40), (170, 135, 95), (70, 50, 
 
 
 # ----------------------------------------------------------------------------- reading helpers
-
-
-def read_cal(path: Path | str) -> np.ndarray:
-    """The 3x3 intrinsic matrix of a ``rgb.cal``/``depth.cal`` file, read the way fastbook does.
-
-    Returns an array of shape ``(3, 3)``: ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]``.
-    """
-    return np.genfromtxt(path, skip_footer=6)
 
 
 def read_pose(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
@@ -297,7 +290,8 @@ def _draw_room(rng: np.random.Generator) -> np.ndarray:
         else:  # lamp
             y = int(rng.uniform(60, 160)) + _PAN[1]
             draw.line([x + 30, y + 40, x + 30, floor_y], fill=(60, 60, 60), width=4)
-            draw.polygon([(x + 5, y + 40), (x + 55, y + 40), (x + 42, y), (x + 18, y)], fill=colour((230, 220, 180), 15))
+            draw.polygon([(x + 5, y + 40), (x + 55, y + 40), (x + 42, y), (x + 18, y)],
+                         fill=colour((230, 220, 180), 15))
 
     img = img.filter(ImageFilter.BoxBlur(1))
     # A window or lamp off to one side: light falls off across the room and towards the floor.
@@ -311,7 +305,8 @@ def _draw_room(rng: np.random.Generator) -> np.ndarray:
 def _make_session(seed: int, folder_index: int) -> _Session:
     rng = np.random.default_rng([seed, 2, folder_index])
     background = _draw_room(rng)
-    noise = (3.5 * rng.standard_normal((HEIGHT + _NOISE_PAD, WIDTH + _NOISE_PAD), dtype=np.float32)).round().astype(np.int8)
+    noise = (3.5 * rng.standard_normal((HEIGHT + _NOISE_PAD, WIDTH + _NOISE_PAD), dtype=np.float32))
+    noise = noise.round().astype(np.int8)
     light = np.array([rng.uniform(-0.7, 0.7), rng.uniform(-0.8, -0.2), -1.0])
     angles = rng.normal(0, 0.004, 3)
     extr_r = _rotation(*angles)
@@ -319,7 +314,8 @@ def _make_session(seed: int, folder_index: int) -> _Session:
     return _Session(
         background=background,
         noise=noise,
-        shirt=tuple(int(v) for v in np.clip(np.array(_SHIRTS[rng.integers(len(_SHIRTS))]) + rng.normal(0, 12, 3), 0, 255)),
+        shirt=tuple(int(v) for v in np.clip(np.array(_SHIRTS[rng.integers(len(_SHIRTS))]) + rng.normal(0, 12, 3),
+                                            0, 255)),
         shoulders=float(rng.uniform(1.9, 2.4)),
         light=light / np.linalg.norm(light),
         ambient=float(rng.uniform(0.35, 0.5)),
@@ -330,7 +326,9 @@ def _make_session(seed: int, folder_index: int) -> _Session:
 
 def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     """``Rz(roll) @ Ry(yaw) @ Rx(pitch)``; angles in radians, positive pitch looks down."""
-    cy, sy, cp, sp, cr, sr = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch), math.cos(roll), math.sin(roll)
+    cy, sy = math.cos(yaw), math.sin(yaw)
+    cp, sp = math.cos(pitch), math.sin(pitch)
+    cr, sr = math.cos(roll), math.sin(roll)
     rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
@@ -364,7 +362,8 @@ def _pose_text(rot: np.ndarray, t: np.ndarray) -> str:
 
 def _obj_text(person: _Person) -> str:
     """A coarse mesh of the person's skull ellipsoid, in mm, like the real per-recording ``.obj``."""
-    lines = [f"# synthetic BIWI head template, semi-axes {_g(person.axes[0])} {_g(person.axes[1])} {_g(person.axes[2])} mm"]
+    semi_axes = " ".join(_g(a) for a in person.axes[:3])
+    lines = [f"# synthetic BIWI head template, semi-axes {semi_axes} mm"]
     n_lat, n_lon = 9, 16
     lines.append(f"v {_g(0)} {_g(-person.axes[1])} {_g(0)}")
     for i in range(1, n_lat):

@@ -1,7 +1,6 @@
 """Widgets for lesson 05_bbox: a box fitter (sliders, live IoU) and a browser of predictions sorted by IoU."""
 from __future__ import annotations
 
-import io
 from typing import Sequence
 
 import ipywidgets as W
@@ -10,21 +9,16 @@ import numpy as np
 from matplotlib import patches
 
 from course_lib.bbox import BORDERLINE_BAND, PASCAL_IOU, box_iou, draw_box, fitter_scene, l1_px
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+from course_lib.widgets.base import GradedWidget, LessonWidget, fig_png
 
 
 def _truth_rect(ax, box, color="lime") -> None:
-    t, l, b, r = box
-    ax.add_patch(patches.Rectangle((l, t), r - l, b - t, fill=False, edgecolor=color, lw=1.5, ls="--"))
+    top, left, bottom, right = box
+    ax.add_patch(patches.Rectangle((left, top), right - left, bottom - top,
+                                   fill=False, edgecolor=color, lw=1.5, ls="--"))
 
 
-class BoxFitter:
+class BoxFitter(GradedWidget):
     """Four sliders place a box ``[top, left, bottom, right]`` on the fitter's scene; the IoU with the true
     box (dashed) and the L1 distance in pixels update as they move. Record stores the box in ``answer``
     and shows the line to paste.
@@ -41,12 +35,10 @@ class BoxFitter:
         self.right = W.IntSlider(value=start[3], min=0, max=w - 1, description="right", **opts)
         self.plot = W.Image(format="png")
         self.info = W.HTML()
-        self.record_button = W.Button(description="Record", icon="check", tooltip="record this box")
-        self.recorded = W.HTML("Recorded: nothing yet")
+        self._add_record_button("record this box")
         self.answer: tuple[int, int, int, int] | None = None
         for s in (self.top, self.left, self.bottom, self.right):
             s.observe(self._redraw, "value")
-        self.record_button.on_click(self._record)
         sliders = W.VBox([self.top, self.left, self.bottom, self.right])
         self.widget = W.VBox([W.HBox([self.plot, W.VBox([sliders, self.info])]), self.record_button, self.recorded])
         self.widget.add_class("vw-box-fitter")  # a handle for the browser tests
@@ -62,8 +54,8 @@ class BoxFitter:
 
     def verdict(self) -> str:
         """What PASCAL's detection challenge would say about the current box."""
-        t, l, b, r = self.box
-        if b <= t or r <= l:
+        top, left, bottom, right = self.box
+        if bottom <= top or right <= left:
             return "not a box: bottom must be below top, right right of left"
         lo, hi = BORDERLINE_BAND
         if self.iou >= hi:
@@ -72,18 +64,18 @@ class BoxFitter:
             return "found, just: IoU in [0.50, 0.55)"
         return f"missed (IoU < {PASCAL_IOU})"
 
-    def _png(self) -> bytes:
+    def _scene_png(self) -> bytes:
         fig, ax = plt.subplots(figsize=(4.0, 3.0))
         ax.imshow(self.image)
         _truth_rect(ax, self.truth)
-        t, l, b, r = self.box
-        if b > t and r > l:
+        top, left, bottom, right = self.box
+        if bottom > top and right > left:
             draw_box(ax, self.box, "yours")
         ax.set_axis_off()
-        return _png(fig)
+        return fig_png(fig)
 
     def _redraw(self, *_):
-        self.plot.value = self._png()
+        self.plot.value = self._scene_png()
         self.info.value = "<br>".join([
             f"<b>your box:</b> {list(self.box)}",
             f"<b>true box</b> (dashed): {self.truth.tolist()}",
@@ -94,16 +86,10 @@ class BoxFitter:
 
     def _record(self, *_):
         self.answer = self.box
-        self.recorded.value = (f"Recorded {list(self.answer)} (IoU {self.iou:.3f}).<br>"
-                               f"Paste into the answer cell: <code>{self.answer_name} = {self.answer!r}</code>")
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)
+        self._show_recorded(f"Recorded {list(self.answer)} (IoU {self.iou:.3f}).")
 
 
-class PredictionBrowser:
+class PredictionBrowser(LessonWidget):
     """Validation images ranked by the IoU of the predicted box, worst first; a slider moves through them.
 
     ``images`` uint8 ``[N,3,S,S]``, ``pred_boxes``/``true_boxes`` ``[N,4]`` in the same pixels,
@@ -147,14 +133,9 @@ class PredictionBrowser:
                 title += f", {self.n_objects[i]} obj."
             ax.set_title(title, fontsize=9)
         fig.tight_layout()
-        self.plot.value = _png(fig)
+        self.plot.value = fig_png(fig)
         n = len(self.ious)
         self.info.value = (f"{n} validation images, mean IoU {self.ious.mean():.3f}; "
                            f"{(self.ious >= PASCAL_IOU).mean():.0%} at IoU ≥ {PASCAL_IOU}. "
                            f"Showing ranks {self.start.value + 1} to {min(n, self.start.value + self.per_page)} "
                            "(1 = worst). Dashed: the truth; white: the prediction.")
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)

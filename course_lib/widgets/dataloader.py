@@ -1,8 +1,8 @@
-"""The augmentation explorer: toggle and tune transforms, see what training and validation pipelines make of one image."""
+"""The augmentation explorer: toggle and tune transforms, see what training and validation pipelines make of
+one image."""
 from __future__ import annotations
 
 import html
-import io
 from pathlib import Path
 from typing import Sequence
 
@@ -11,20 +11,21 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from course_lib.dataloader import (EXPLORER_SIZE, IMAGENET_MEAN, IMAGENET_STD, PIPELINE_STEPS, RANDOM_STEPS,
-                                   build_pipeline, denormalize, validation_pipeline_problems)
+from course_lib.dataloader import (
+    EXPLORER_SIZE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PIPELINE_STEPS,
+    build_pipeline,
+    denormalize,
+    validation_pipeline_problems,
+)
+from course_lib.widgets.base import GradedWidget, fig_png
 
 DEFAULT_TRAIN = ("RandomResizedCrop", "RandomHorizontalFlip", "RandomRotation", "ColorJitter", "ToTensor", "Normalize")
 # The explorer starts with the validation pipeline copied from training: the mistake to find and fix.
 DEFAULT_VALID = DEFAULT_TRAIN
 N_VALID_RUNS = 4
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def _default_image():
@@ -44,8 +45,9 @@ def to_display(out) -> np.ndarray:
     return np.asarray(out.convert("RGB"), dtype=np.float32) / 255
 
 
-class AugmentationExplorer:
-    """Two pipelines over one image: training (shown ``n`` times, each a fresh random draw) and validation.
+class PipelineExplorer(GradedWidget):
+    """Lesson 01's augmentation explorer. Two pipelines over one image: training (shown ``n`` times, each a
+    fresh random draw) and validation.
 
     Each step of ``PIPELINE_STEPS`` has a checkbox per pipeline; sliders tune the random steps.
     The validation row runs its pipeline ``N_VALID_RUNS`` times and says whether it is
@@ -69,7 +71,8 @@ class AugmentationExplorer:
                                           layout=W.Layout(width="30px")) for s in PIPELINE_STEPS}
         slider = dict(continuous_update=False, style={"description_width": "110px"}, layout=W.Layout(width="330px"))
         self.sliders = {
-            "min_scale": W.FloatSlider(value=0.35, min=0.05, max=1.0, step=0.05, description="crop min scale", **slider),
+            "min_scale": W.FloatSlider(value=0.35, min=0.05, max=1.0, step=0.05, description="crop min scale",
+                                       **slider),
             "flip_p": W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.1, description="h-flip p", **slider),
             "vflip_p": W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.1, description="v-flip p", **slider),
             "degrees": W.FloatSlider(value=15.0, min=0.0, max=180.0, step=5.0, description="rotation °", **slider),
@@ -80,13 +83,11 @@ class AugmentationExplorer:
         self.resample = W.Button(description="New draws", icon="refresh", tooltip="new random augmentations")
         self.train_plot, self.valid_plot = W.Image(format="png"), W.Image(format="png")
         self.train_info, self.valid_info = W.HTML(), W.HTML()
-        self.record_button = W.Button(description="Record", icon="check", tooltip="record the validation pipeline")
-        self.recorded = W.HTML("Recorded: nothing yet")
+        self._add_record_button("record the validation pipeline")
         self.answer: tuple[str, ...] | None = None
         for box in [*self.train_boxes.values(), *self.valid_boxes.values(), *self.sliders.values()]:
             box.observe(self._redraw, "value")
         self.resample.on_click(self._new_draws)
-        self.record_button.on_click(self._record)
         rows = [W.HBox([W.HTML("<b>train</b>", layout=W.Layout(width="42px")),
                         W.HTML("<b>valid</b>", layout=W.Layout(width="42px")), W.HTML("<b>step</b>")])]
         for s in PIPELINE_STEPS:
@@ -154,7 +155,7 @@ class AugmentationExplorer:
                 ax.imshow(images[i])
                 h, w = images[i].shape[:2]
                 ax.set_title(f"{w}x{h}", fontsize=7)
-        return _png(fig)
+        return fig_png(fig)
 
     @staticmethod
     def _shape(raw) -> str:
@@ -166,7 +167,7 @@ class AugmentationExplorer:
         fig, ax = plt.subplots(figsize=(6, 0.6))
         ax.axis("off")
         ax.text(0, 0.5, text[:110], fontsize=8, color="C3", va="center")
-        return _png(fig)
+        return fig_png(fig)
 
     def valid_report(self, runs: tuple | None = None) -> dict:
         """What the validation pipeline does: ``deterministic``, ``shape``, ``problems`` (the grading rule)."""
@@ -204,7 +205,8 @@ class AugmentationExplorer:
             lines.append(f"✗ fails: {html.escape(err)}")
         else:
             lines.append(f"{'✓' if rep['deterministic'] else '✗'} the same every run"
-                         + ("" if rep["deterministic"] else ": the model would be measured on different images each time"))
+                         + ("" if rep["deterministic"]
+                            else ": the model would be measured on different images each time"))
             lines.append(f"output: {rep['shape']} (training size: {self.size}x{self.size})")
         lines += [f"✗ {html.escape(p)}" for p in rep["problems"]]
         if not rep["problems"]:
@@ -219,10 +221,8 @@ class AugmentationExplorer:
         self.answer = self.steps("valid")
         verdict = ("✓ this is a correct validation pipeline" if not validation_pipeline_problems(self.answer)
                    else "✗ not yet right, but you can paste it to see the self-check's message")
-        self.recorded.value = (f"Recorded validation pipeline: {' → '.join(self.answer) or '(empty)'}. {verdict}.<br>"
-                               f"Paste into the answer cell: <code>{self.answer_name} = {self.answer!r}</code>")
+        self._show_recorded(f"Recorded validation pipeline: {' → '.join(self.answer) or '(empty)'}. {verdict}.")
 
-    def _ipython_display_(self):
-        from IPython.display import display
 
-        display(self.widget)
+# The name lesson 01's notebook imports; widgets.keypoints has an explorer of its own (KeypointExplorer).
+AugmentationExplorer = PipelineExplorer

@@ -1,47 +1,42 @@
 """The fill-level explorer: see an image, what the model predicts, and why resolution limits accuracy."""
 from __future__ import annotations
 
-import io
-
 import ipywidgets as W
 import matplotlib.pyplot as plt
 
 from course_lib.fill_level import make_fill_image, predict_fill
+from course_lib.widgets.base import GradedWidget, fig_png
 
 
-def _png(image, title: str) -> bytes:
+def _image_png(image, title: str) -> bytes:
     fig, ax = plt.subplots(figsize=(2.6, 2.6))
     ax.imshow(image, interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return fig_png(fig)
 
 
-class FillLevelExplorer:
+class FillLevelExplorer(GradedWidget):
     """Slider for the fill level, a choice of image size, the image, and the model's guess.
 
     Record stores the current (level, size). After two records, ``answer`` is
     ``(level_a, level_b, size)`` and the line to paste into the answer cell is shown.
     """
 
-    def __init__(self, model=None, model_size: int | None = None, sizes=(8, 16, 32, 64, 128)):
-        self.model, self.model_size = model, model_size
+    def __init__(self, model=None, model_size: int | None = None, sizes=(8, 16, 32, 64, 128),
+                 answer_name: str = "same_image_levels"):
+        self.model, self.model_size, self.answer_name = model, model_size, answer_name
         self.level = W.FloatSlider(value=0.5, min=0.0, max=0.999, step=0.001, readout_format=".3f",
                                    description="fill level", continuous_update=True)
         self.size = W.Dropdown(options=list(sizes), value=sizes[1] if len(sizes) > 1 else sizes[0], description="size")
         self.image = W.Image(format="png")
         self.info = W.HTML()
-        self.record_button = W.Button(description="Record", icon="check", tooltip="record this level and size")
+        self._add_record_button("record this level and size", recorded="")
         self.clear_button = W.Button(description="Clear")
-        self.recorded = W.HTML()
         self.records: list[tuple[float, int]] = []
         self.level.observe(self._redraw, "value")
         self.size.observe(self._redraw, "value")
-        self.record_button.on_click(self._record)
         self.clear_button.on_click(self._clear)
         self.widget = W.VBox([
             W.HBox([self.level, self.size]),
@@ -72,7 +67,7 @@ class FillLevelExplorer:
 
     def _redraw(self, *_):
         size, level = self.size.value, self.level.value
-        self.image.value = _png(make_fill_image(level, size), f"{size}x{size}")
+        self.image.value = _image_png(make_fill_image(level, size), f"{size}x{size}")
         lines = [f"<b>white rows:</b> {self.rows} of {size}",
                  f"<b>level the image shows:</b> {self.rows / size:.4f}",
                  f"<b>one row is</b> {1 / size:.4f} of the height"]
@@ -91,12 +86,4 @@ class FillLevelExplorer:
 
     def _show_records(self):
         text = ", ".join(f"({lv:.3f}, size {s})" for lv, s in self.records[-2:]) or "nothing yet"
-        ans = self.answer
-        paste = (f"<br>Paste into the answer cell: <code>same_image_levels = {ans!r}</code>" if ans
-                 else "<br>Record two levels at the same size.")
-        self.recorded.value = f"Recorded: {text}{paste}"
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)
+        self._show_recorded(f"Recorded: {text}", missing="Record two levels at the same size.")

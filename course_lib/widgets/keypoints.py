@@ -1,7 +1,6 @@
 """The augmentation explorer: flip, warp, rotate and zoom an image and predict where its keypoint lands."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import ipywidgets as W
@@ -11,6 +10,7 @@ import torch
 from torch import Tensor
 
 from course_lib.keypoints import CHALLENGE, CHALLENGE_TOLERANCE, augment, grid_image, to_unit_points
+from course_lib.widgets.base import GradedWidget, fig_png
 
 
 def _as_image(img) -> Tensor:
@@ -30,8 +30,9 @@ def _as_image(img) -> Tensor:
     return torch.from_numpy(arr / 255.0).permute(2, 0, 1)
 
 
-class AugmentationExplorer:
-    """Sliders for fastai's flip, warp, rotate and zoom, the image before and after, and its keypoint.
+class KeypointExplorer(GradedWidget):
+    """Lesson 04's augmentation explorer. Sliders for fastai's flip, warp, rotate and zoom, the image before
+    and after, and its keypoint.
 
     ``img`` is an image (path, PIL, array or ``[3,H,W]`` tensor) and ``point`` its keypoint
     ``[col, row]`` in pixels. The prediction sliders place a blue cross where you think the point
@@ -66,15 +67,15 @@ class AugmentationExplorer:
                                     continuous_update=False, style=style)
         self.pred_row = W.IntSlider(value=self.h // 2, min=0, max=self.h, description="your row",
                                     continuous_update=False, style=style)
-        self.reveal = W.Checkbox(value=False, description="reveal where fastai puts it", style={"description_width": "0px"})
+        self.reveal = W.Checkbox(value=False, description="reveal where fastai puts it",
+                                 style={"description_width": "0px"})
         for control in (self.pred_col, self.pred_row, self.reveal):
             control.observe(self._redraw, "value")
         self.reveal.disabled = challenge
         self.plot = W.Image(format="png")
         self.info = W.HTML()
-        self.record_button = W.Button(description="Record", icon="check", tooltip="record your predicted (col, row)")
-        self.recorded = W.HTML("Recorded: nothing yet" if challenge else "")
-        self.record_button.on_click(self._record)
+        self._add_record_button("record your predicted (col, row)",
+                                recorded="Recorded: nothing yet" if challenge else "")
         self.answer: tuple[float, float] | None = None
         self._cache: dict = {}
         rows = [W.HBox([W.VBox([self.flip, self.warp, self.rotate, self.zoom]),
@@ -87,7 +88,8 @@ class AugmentationExplorer:
 
     @property
     def params(self) -> tuple[bool, float, float, float]:
-        return bool(self.flip.value), float(self.rotate.value), round(float(self.zoom.value), 2), round(float(self.warp.value), 2)
+        return (bool(self.flip.value), float(self.rotate.value),
+                round(float(self.zoom.value), 2), round(float(self.warp.value), 2))
 
     def transformed(self) -> tuple[Tensor, Tensor]:
         """(augmented image [3,H,W], where fastai moved the point [col, row]) for the current settings."""
@@ -106,7 +108,7 @@ class AugmentationExplorer:
     def prediction(self) -> tuple[float, float]:
         return float(self.pred_col.value), float(self.pred_row.value)
 
-    def _png(self) -> bytes:
+    def _figure_png(self) -> bytes:
         aug, _ = self.transformed()
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
         axes[0].imshow(self.img.permute(1, 2, 0).clamp(0, 1).numpy())
@@ -128,10 +130,7 @@ class AugmentationExplorer:
             ax.set_yticks([0, self.h // 2, self.h])
             ax.tick_params(labelsize=7)
         fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        plt.close(fig)
-        return buf.getvalue()
+        return fig_png(fig, tight=False)
 
     def _info_html(self) -> str:
         pc, pr = self.prediction
@@ -145,7 +144,7 @@ class AugmentationExplorer:
         return "<br>".join(lines)
 
     def _redraw(self, *_):
-        self.plot.value = self._png()
+        self.plot.value = self._figure_png()
         self.info.value = self._info_html()
 
     def _record(self, *_):
@@ -153,13 +152,11 @@ class AugmentationExplorer:
         tc, tr = self.truth
         off = float(np.hypot(self.answer[0] - tc, self.answer[1] - tr))
         verdict = "within" if off <= CHALLENGE_TOLERANCE else "more than"
-        self.recorded.value = (f"Recorded your prediction ({self.answer[0]:.0f}, {self.answer[1]:.0f}); fastai puts the "
-                               f"point at ({tc:.0f}, {tr:.0f}), {off:.0f} px away ({verdict} "
-                               f"{CHALLENGE_TOLERANCE:.0f} px).<br>Paste into the answer cell: "
-                               f"<code>{self.answer_name} = {self.answer!r}</code>")
+        self._show_recorded(f"Recorded your prediction ({self.answer[0]:.0f}, {self.answer[1]:.0f}); fastai puts "
+                            f"the point at ({tc:.0f}, {tr:.0f}), {off:.0f} px away "
+                            f"({verdict} {CHALLENGE_TOLERANCE:.0f} px).")
         self.reveal.value = True  # redraws with the true point shown
 
-    def _ipython_display_(self):
-        from IPython.display import display
 
-        display(self.widget)
+# The name lesson 04's notebook imports; widgets.dataloader has an explorer of its own (PipelineExplorer).
+AugmentationExplorer = KeypointExplorer

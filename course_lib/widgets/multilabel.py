@@ -11,20 +11,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from course_lib.multilabel import (accuracy_multi, explorer_thresholds, precision_recall, reference_predictions,
-                                   threshold_sweep)
+from course_lib.multilabel import (
+    accuracy_multi,
+    explorer_thresholds,
+    precision_recall,
+    reference_predictions,
+    threshold_sweep,
+)
+from course_lib.widgets.base import GradedWidget, fig_png
 
 MAX_FLIPS = 6
 
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-class ThresholdExplorer:
+class ThresholdExplorer(GradedWidget):
     """A slider over thresholds for probabilities ``preds`` ``[N, C]`` and 0/1 targets ``targs`` ``[N, C]``.
 
     Shows the accuracy, precision and recall curves with the current threshold marked, the numbers
@@ -53,11 +52,9 @@ class ThresholdExplorer:
         self.plot = W.Image(format="png")
         self.info = W.HTML()
         self.flips = W.HTML()
-        self.record_button = W.Button(description="Record", icon="check", tooltip="record this threshold and its accuracy")
-        self.recorded = W.HTML("Recorded: nothing yet")
+        self._add_record_button("record this threshold and its accuracy")
         self.answer: tuple[float, float] | None = None
         self.threshold.observe(self._redraw, "value")
-        self.record_button.on_click(self._record)
         self.widget = W.VBox([self.threshold, W.HBox([self.plot, self.info]), self.flips,
                               self.record_button, self.recorded])
         self.widget.add_class("vw-threshold-explorer")  # a handle for the browser tests
@@ -102,7 +99,7 @@ class ThresholdExplorer:
         ax.set_xlabel("threshold")
         ax.set_ylim(0, 1.02)
         ax.legend(loc="lower center", fontsize=8)
-        return _png(fig)
+        return fig_png(fig)
 
     def _flips_html(self) -> str:
         rows = self.flipped()
@@ -143,10 +140,4 @@ class ThresholdExplorer:
 
     def _record(self, *_):
         self.answer = (self.current, round(self.accuracy, 4))
-        self.recorded.value = (f"Recorded threshold {self.answer[0]:.2f}, accuracy {self.answer[1]:.4f}.<br>"
-                               f"Paste into the answer cell: <code>{self.answer_name} = {self.answer!r}</code>")
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)
+        self._show_recorded(f"Recorded threshold {self.answer[0]:.2f}, accuracy {self.answer[1]:.4f}.")

@@ -1,7 +1,6 @@
 """The freezing explorer: choose which parts of a resnet train, see what that costs and where gradients flow."""
 from __future__ import annotations
 
-import io
 from typing import Sequence
 
 import ipywidgets as W
@@ -9,18 +8,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 from torch import nn
 
-from course_lib.transfer import (QUESTION_CLASSES, RESNET_GROUPS, count_trainable, freeze_groups, gradient_norms,
-                                 question_model, trainable_by_group)
+from course_lib.transfer import (
+    QUESTION_CLASSES,
+    RESNET_GROUPS,
+    count_trainable,
+    freeze_groups,
+    gradient_norms,
+    question_model,
+    trainable_by_group,
+)
+from course_lib.widgets.base import GradedWidget, fig_png
 
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-class FreezingExplorer:
+class FreezingExplorer(GradedWidget):
     """A checkbox per part of a resnet (``stem``, ``layer1`` ... ``layer4``, ``fc``).
 
     For the ticked parts it shows the trainable parameters per part against all of them, the
@@ -29,20 +29,18 @@ class FreezingExplorer:
     shows the line to paste. ``model`` defaults to resnet18 with a new 102-class head.
     """
 
-    def __init__(self, model: nn.Module | None = None, train: Sequence[str] = ("fc",), answer_name: str = "freeze_choice",
-                 image_size: int = 64):
+    def __init__(self, model: nn.Module | None = None, train: Sequence[str] = ("fc",),
+                 answer_name: str = "freeze_choice", image_size: int = 64):
         self.model = model if model is not None else question_model()
         self.answer_name, self.image_size = answer_name, image_size
         self.boxes = {g: W.Checkbox(value=g in train, description=g, indent=False, layout=W.Layout(width="90px"))
                       for g in RESNET_GROUPS}
         self.plot = W.Image(format="png")
         self.info = W.HTML()
-        self.record_button = W.Button(description="Record", icon="check", tooltip="record this choice and its count")
-        self.recorded = W.HTML("Recorded: nothing yet")
+        self._add_record_button("record this choice and its count")
         self.answer: dict | None = None
         for box in self.boxes.values():
             box.observe(self._redraw, "value")
-        self.record_button.on_click(self._record)
         self.widget = W.VBox([W.HTML("<b>Train these parts</b> (unticked parts are frozen):"),
                               W.HBox(list(self.boxes.values())), W.HBox([self.plot, self.info]),
                               self.record_button, self.recorded])
@@ -74,7 +72,7 @@ class FreezingExplorer:
         for yi, gi in zip(y, g):
             if gi == 0:
                 ax2.text(0, yi, " none (frozen)", va="center", fontsize=8, color="gray")
-        return _png(fig)
+        return fig_png(fig)
 
     def _redraw(self, *_):
         freeze_groups(self.model, self.chosen)
@@ -91,11 +89,5 @@ class FreezingExplorer:
 
     def _record(self, *_):
         self.answer = {"train": self.chosen, "trainable": self.trainable}
-        self.recorded.value = (f"Recorded: training {', '.join(self.chosen) or 'nothing'}, "
-                               f"{self.answer['trainable']:,} trainable parameters.<br>"
-                               f"Paste into the answer cell: <code>{self.answer_name} = {self.answer!r}</code>")
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)
+        self._show_recorded(f"Recorded: training {', '.join(self.chosen) or 'nothing'}, "
+                            f"{self.answer['trainable']:,} trainable parameters.")
