@@ -8,7 +8,7 @@ KERNEL := vision-workbook
 # The stamp records the inputs of the install, so a second `make lab` installs nothing.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: lab test install data kernel release check-release nbval clean bench bench-grading browser-deps browser-test screenshots
+.PHONY: lab test install data kernel release check-release nbval clean bench bench-grading browser-deps browser-test screenshots lint
 
 $(STAMP):
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed: install it (e.g. apt-get install python3.11) or run make PYTHON=/path/to/python3.11"; exit 1; }
@@ -36,11 +36,16 @@ lab: install data kernel
 release: install
 	$(PY) -m autograder release
 
-test: install kernel browser-deps
+test: install kernel browser-deps lint
 	COURSE_PROFILE=ci $(PY) -m course_lib.data --profile ci
 	COURSE_PROFILE=ci $(PY) -m pytest tests -n 2 --dist loadfile -q --ignore=tests/browser
 	$(MAKE) nbval
 	$(MAKE) browser-test
+
+# The lint gate: ruff (style, import order, unused names) over the tree, mypy over the grader and the checks.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 # The browser tests drive Debian's Chromium; CI runs as root, elsewhere apt-get needs sudo.
 CHROMIUM ?= /usr/bin/chromium

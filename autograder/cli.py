@@ -31,6 +31,7 @@ def _release(args) -> int:
 
 
 def _grade(args) -> int:
+    from autograder.cluster import InsecureScheduler, security
     from autograder.grade import Options, SandboxUnavailable, grade_all
 
     root = Path(args.submissions)
@@ -45,9 +46,10 @@ def _grade(args) -> int:
                    sandbox=not args.no_sandbox)
     stats: dict = {}
     try:
+        tls = security(args.tls_ca_file, args.tls_cert, args.tls_key)
         rows = grade_all(root, out, workers=args.workers, lessons=args.lesson, opts=opts, fresh=args.fresh,
-                         stats=stats)
-    except SandboxUnavailable as e:
+                         stats=stats, scheduler=args.scheduler, security=tls)
+    except (SandboxUnavailable, InsecureScheduler, ConnectionError) as e:
         print(str(e), file=sys.stderr)
         return 2
     per = defaultdict(lambda: [0.0, 0.0])
@@ -61,11 +63,28 @@ def _grade(args) -> int:
           f"{out / 'totals.csv'}, {out / 'report.html'}, feedback in {out / 'feedback'}; "
           f"{problems} exercise(s) with errors or timeouts"
           + ("; submissions " + ", ".join(f"{s}: {n}" for s, n in sorted(flagged.items())) if flagged else ""))
+    status = 0
+    refused = stats.get("refused") or []
+    if refused:
+        by_worker = defaultdict(list)
+        for r in refused:
+            by_worker[(r["worker"], r["reason"])].append(f"{r['student_id']}/{r['lesson']}")
+        for (worker, reason), subs in by_worker.items():
+            print(f"{reason} Not graded: {', '.join(subs)}.", file=sys.stderr)
+        unsent = stats.get("unsent", 0)
+        print(f"{len(refused) + unsent} submission(s) were not graded because workers refused them (above)"
+              + (f"; {unsent} were never sent: every worker had refused" if unsent else "")
+              + ". Fix those workers and run the same command again to grade them.", file=sys.stderr)
+        status = 1
+    if stats.get("killed"):
+        print(f"{stats['killed']} submission(s) took two grading workers down each and were graded kernel_died "
+              "(see report.html).", file=sys.stderr)
     if stats.get("unfinished"):
-        print(f"{stats['unfinished']} submission(s) were not graded because a grading worker died; "
-              "run the same command again to finish them.", file=sys.stderr)
-        return 1
-    return 0
+        why = f" ({stats['stopped']})" if stats.get("stopped") else ""
+        print(f"{stats['unfinished']} submission(s) were not graded because a grading worker or the cluster went "
+              f"away{why}; run the same command again to finish them.", file=sys.stderr)
+        status = 1
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     g = sub.add_parser("grade", help="grade SUBMISSIONS/<student_id>/<lesson>/<lesson>.ipynb")
     g.add_argument("submissions")
     g.add_argument("--out", required=True, help="folder for grades.csv and feedback/")
-    g.add_argument("--workers", type=int, default=1, help="notebooks graded at once")
+    g.add_argument("--workers", type=int, default=1,
+                   help="notebooks graded at once on this machine (without --scheduler)")
     g.add_argument("--lesson", action="append", help="grade only this lesson (repeatable)")
     g.add_argument("--profile", default="ci", choices=["ci", "cpu", "gpu"], help="course profile the notebooks run in")
     g.add_argument("--timeout", type=int, default=None,
@@ -101,6 +121,13 @@ def main(argv: list[str] | None = None) -> int:
                         "cold: ordinary kernels started when needed")
     g.add_argument("--cold", action="store_true", help="the same as --kernels cold")
     g.add_argument("--fresh", action="store_true", help="forget OUT/journal.jsonl and regrade everything")
+    g.add_argument("--scheduler", metavar="ADDRESS",
+                   help="grade on Dask instead of --workers local processes: local:N starts a LocalCluster of N "
+                        "worker processes on 127.0.0.1; tls://HOST:8786 uses a running cluster (tcp:// only to "
+                        "this machine); see the README, Grading on Dask")
+    g.add_argument("--tls-ca-file", help="with a tls:// scheduler: the CA that signed the cluster's certificates")
+    g.add_argument("--tls-cert", help="with a tls:// scheduler: this client's certificate")
+    g.add_argument("--tls-key", help="with a tls:// scheduler: this client's private key")
     g.set_defaults(func=_grade)
     args = p.parse_args(argv)
     return args.func(args)

@@ -39,13 +39,14 @@ def status_text(status) -> str:
 
 def _status_cell(status) -> str:
     known = status in Status.__members__.values()
-    title = f" title='{html.escape(Status(status).__doc__, quote=True)}'" if known else ""
+    title = f" title='{html.escape(Status(status).__doc__ or '', quote=True)}'" if known else ""
     return f"<td{title}>{html.escape(status_text(status))}</td>"
 
 
-def summary_html(rows, left_out=()) -> str:
-    """The score table: every exercise with its points, status and what to look at; then the
-    files of the student's folder that were not used (``(name, why)`` pairs), if any."""
+def summary_html(rows, left_out=(), restored=()) -> str:
+    """The score table: every exercise with its points, status and what to look at; then what the grader put
+    back in the notebook (one sentence each, see :mod:`autograder.restore`) and the files of the student's
+    folder that were not used (``(name, why)`` pairs), if any."""
     total = sum(r.score for r in rows)
     possible = sum(r.max_score for r in rows)
     lines = [f"<h2>{html.escape(rows[0].lesson)}: {total:g} / {possible:g} points</h2>" if rows
@@ -56,6 +57,11 @@ def summary_html(rows, left_out=()) -> str:
         lines.append(f"<tr><td><code>{html.escape(r.exercise)}</code></td><td>{r.score:g} / {r.max_score:g}</td>"
                      f"{_status_cell(r.status)}<td>{msg}</td></tr>")
     lines.append("</table>")
+    if restored:
+        lines.append("<p>Cells the grader put back before grading (your notebook was graded as if they were "
+                     "untouched):</p><ul>")
+        lines += [f"<li>{html.escape(str(change))}</li>" for change in restored]
+        lines.append("</ul>")
     if left_out:
         lines.append("<p>Files in your lesson folder that were not used:</p><ul>")
         lines += [f"<li><code>{html.escape(str(name))}</code>: {html.escape(str(why))}</li>" for name, why in left_out]
@@ -295,36 +301,37 @@ def _page(view: nbformat.NotebookNode | None, head: str) -> str:
     return body[:at] + f"\n<div class='autograder-summary'>{head}</div>\n" + body[at:]
 
 
-def render(nb: nbformat.NotebookNode | None, rows, left_out=()) -> str:
+def render(nb: nbformat.NotebookNode | None, rows, left_out=(), restored=()) -> str:
     """A standalone HTML page; when the notebook could not be run, the summary alone.
 
     The summary is the grader's own HTML (escaped where it quotes a student), so it goes into
     the page after the notebook, whose HTML is cleaned, has been converted.
     """
     view = student_view(nbformat.from_dict(dict(nb)), rows) if nb is not None else None
-    return _page(view, summary_html(rows, left_out))
+    return _page(view, summary_html(rows, left_out, restored))
 
 
-def write_feedback(nb: nbformat.NotebookNode | None, rows, path: Path, left_out=()) -> str | None:
+def write_feedback(nb: nbformat.NotebookNode | None, rows, path: Path, left_out=(), restored=()) -> str | None:
     """Write the feedback page of one submission to ``path``; None, or what went wrong.
 
     The grade is decided before this and a page must never change it, so any failure while
     rendering the notebook gives a page with the score table alone and a line that says the
     notebook could not be shown; the error text is returned for the instructor rather than
     raised. ``left_out`` lists the student's files that were not used (see
-    :func:`autograder.read.student_files`). A failure to write the file itself still raises.
+    :func:`autograder.read.student_files`), ``restored`` what the grader put back (see
+    :mod:`autograder.restore`). A failure to write the file itself still raises.
     """
     view = None
     try:
         view = student_view(nbformat.from_dict(dict(nb)), rows) if nb is not None else None
-        page = _page(view, summary_html(rows, left_out))
+        page = _page(view, summary_html(rows, left_out, restored))
         error = None
     except Exception as e:
         error = f"{type(e).__name__}: {_one_line(str(e))}"
         # Before the student view exists the error may quote any cell, hidden tests included:
         # the student then reads only its kind.
         shown = error if view is not None else type(e).__name__
-        page = _minimal_page(rows, left_out, shown)
+        page = _minimal_page(rows, left_out, shown, restored)
     write_atomic(path, page)
     return error
 
@@ -334,9 +341,9 @@ def _one_line(text: str, width: int = 300) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-def _minimal_page(rows, left_out, error: str) -> str:
+def _minimal_page(rows, left_out, error: str, restored=()) -> str:
     try:
-        head = summary_html(rows, left_out)
+        head = summary_html(rows, left_out, restored)
     except Exception:  # rows the table cannot show: each as plain text, escaped
         head = "<ul>" + "".join(f"<li>{html.escape(repr(r))}</li>" for r in rows) + "</ul>"
     return _PAGE.format(f"{head}\n<p>the notebook could not be shown: {html.escape(error)}</p>")

@@ -46,6 +46,7 @@ import sys
 import time
 from itertools import count
 from pathlib import Path
+from typing import cast
 
 MAX_REQUEST = 1 << 20  # bytes: a kernel's environment fits many times over
 READ_DEADLINE = 5.0  # seconds a client has to send its whole request
@@ -145,6 +146,7 @@ def _sandbox_module():
     name = "autograder_sandbox"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("sandbox.py"))
+        assert spec is not None and spec.loader is not None  # a .py file always has a spec and a loader
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # dataclasses look their module up while the class is made
         try:
@@ -241,7 +243,8 @@ class _Pending:
     """A connection whose request is still arriving."""
 
     def __init__(self, conn: socket.socket):
-        self.conn, self.data, self.fds = conn, bytearray(), []
+        self.conn, self.data = conn, bytearray()
+        self.fds: list[int] = []
         self.deadline = time.monotonic() + READ_DEADLINE
 
     def drop(self) -> None:
@@ -401,14 +404,15 @@ def serve(socket_path: str, modules: list[str]) -> None:
             elif isinstance(key.data, _Pending):
                 receive(key.data)
             else:  # a stub's connection: readable only when the stub has gone (or sends junk, read and ignored)
+                stub_conn = cast(socket.socket, key.fileobj)  # what else is registered is a stub's connection
                 try:
-                    gone = not key.fileobj.recv(4096)
+                    gone = not stub_conn.recv(4096)
                 except (BlockingIOError, InterruptedError):
                     continue
                 except OSError:
                     gone = True
                 if gone:
-                    forget(key.fileobj)
+                    forget(stub_conn)
                     try:
                         os.kill(key.data, signal.SIGKILL)
                     except ProcessLookupError:
@@ -454,8 +458,8 @@ class ForkServer:
         deadline = time.monotonic() + startup_timeout
         while not os.path.exists(self.socket_path):
             if self.proc.poll() is not None:
-                log = (self.folder / "log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"the fork server exited ({self.proc.returncode}) before serving: {log}")
+                tail = (self.folder / "log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the fork server exited ({self.proc.returncode}) before serving: {tail}")
             if time.monotonic() > deadline:
                 self.close()
                 raise RuntimeError("the fork server did not start in time")

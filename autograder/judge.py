@@ -34,8 +34,10 @@ import tempfile
 import time
 import zipfile
 import zlib
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nbformat
 
@@ -52,8 +54,8 @@ MAX_DEPTH = 24
 MAX_TEXT = 1_000_000             # characters in all strings together
 MAX_REACHED_BYTES = 64 * 1024
 
-# Time: a case may take REF_FACTOR times what the reference took on it, but never less than MIN_CASE_SECONDS
-# (so a slower but honest answer passes on a busy machine); the process gets START_SECONDS to start and load.
+# Time: a case may take REF_FACTOR times the CPU time the reference took on it, but never less than
+# MIN_CASE_SECONDS (so a slower but honest answer passes); the process gets START_SECONDS to start and load.
 REF_FACTOR = 50
 MIN_CASE_SECONDS = 1.5
 START_SECONDS = {"fork": 30.0, "spawn": 120.0}
@@ -159,7 +161,8 @@ def answer_value(nb: nbformat.NotebookNode, ex_id: str, name: str):
 
     Returns ``(value, None)``, or ``(None, why)`` when there is no such literal."""
     cells = sorted(range(len(nb.cells)), key=lambda i: grade_id(nb.cells[i]) == ex_id)
-    found, why = None, f"`{name}` is not assigned in your answer cell: paste the line the widget shows."
+    found: tuple[Any] | None = None
+    why: str | None = f"`{name}` is not assigned in your answer cell: paste the line the widget shows."
     for i in cells:
         cell = nb.cells[i]
         if cell.get("cell_type") != "code" or is_test(cell):
@@ -369,7 +372,8 @@ class Judging:
     memory_mb: int = 6000
     env: dict = field(default_factory=dict)
     sandbox: bool = True
-    launch: object = None  # callable(spec: dict) -> process handle with wait(timeout)/kill(); None: a fresh process
+    # launch(spec) -> a process handle with wait(timeout)/kill(); None: a fresh process
+    launch: Callable[[dict], Any] | None = None
     modules: tuple = ()
 
     def start_seconds(self) -> float:
@@ -388,9 +392,9 @@ def _device() -> str:
 def _time_reference(spec, cases) -> tuple[list, list[float]]:
     expected, seconds = [], []
     for case in cases:
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         expected.append(spec.expected(case) if spec.reference is not None else None)
-        seconds.append(time.perf_counter() - t0)
+        seconds.append(time.process_time() - t0)
     return expected, seconds
 
 
@@ -449,16 +453,20 @@ class Zygote:
     def _line(self, timeout: float | None) -> dict | None:
         import select
 
-        if timeout is not None and not select.select([self.proc.stdout], [], [], max(0.0, timeout))[0]:
+        stdout = self.proc.stdout
+        assert stdout is not None  # Popen(stdout=PIPE)
+        if timeout is not None and not select.select([stdout], [], [], max(0.0, timeout))[0]:
             return None
-        line = self.proc.stdout.readline()
+        line = stdout.readline()
         if not line:
             raise RuntimeError("the judging zygote exited")
         return json.loads(line)
 
     def launch(self, spec: dict) -> "_Forked":
-        self.proc.stdin.write((json.dumps({"sandbox": spec["sandbox"], "env": spec["env"]}) + "\n").encode())
-        self.proc.stdin.flush()
+        stdin = self.proc.stdin
+        assert stdin is not None  # Popen(stdin=PIPE)
+        stdin.write((json.dumps({"sandbox": spec["sandbox"], "env": spec["env"]}) + "\n").encode())
+        stdin.flush()
         reply = self._line(START_SECONDS["spawn"])  # the first request waits for the zygote's imports
         if not reply or "pid" not in reply:
             raise RuntimeError(f"the judging zygote did not fork: {reply}")
@@ -472,13 +480,14 @@ class Zygote:
 
 class _Forked:
     def __init__(self, zygote: Zygote, pid: int):
-        self.zygote, self.pid, self.returncode = zygote, pid, None
+        self.zygote, self.pid = zygote, pid
+        self.returncode: int | None = None
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
             reply = self.zygote._line(timeout)
-            if reply is None:
-                raise subprocess.TimeoutExpired("judging process", timeout)
+            if reply is None:  # only after a timeout: without one, _line waits for the reply
+                raise subprocess.TimeoutExpired("judging process", timeout or 0.0)
             status = reply.get("status", 0)
             self.returncode = os.waitstatus_to_exitcode(status) if status is not None else -1
         return self.returncode
@@ -522,15 +531,15 @@ def judge_one(task: Task, spec, nb_defs, setup_source: str, judging: Judging, se
     """Run one exercise's judging process and judge what it returned."""
     import torch
 
-    from course_lib.checks import hidden_cases, judge_observations
-
     from autograder.sandbox import Sandbox, default_readonly
+    from course_lib.checks import hidden_cases, judge_observations
 
     t_start = time.perf_counter()
     root = Path(tempfile.mkdtemp(prefix="vwb-j-", dir=_short_tmp()))
     os.chmod(root, 0o711)
     private = root / "p"
     memory = judging.memory_mb * 2**20 if judging.memory_mb else 0
+    sb: Sandbox | Unsandboxed
     if judging.sandbox:
         view = course_view(task.id)
         sb = Sandbox(private=private, memory_bytes=memory, readonly=tuple(default_readonly()),
@@ -578,7 +587,10 @@ def judge_one(task: Task, spec, nb_defs, setup_source: str, judging: Judging, se
     return verdict
 
 
-CASE_GRACE = 1.5  # seconds past a case's limit before a process that swallowed the alarm is killed
+# A case's limit counts CPU seconds (the judging process's own timer stops it); from outside, a case is killed once
+# its wall time passes WALL_FACTOR times its limit plus CASE_GRACE: its code swallowed the signal, or it waits
+# without using CPU.
+WALL_FACTOR, CASE_GRACE = 2.0, 1.5
 
 
 def _watch(proc, private: Path, limits: list[float], deadline: float) -> bool:
@@ -599,7 +611,7 @@ def _watch(proc, private: Path, limits: list[float], deadline: float) -> bool:
             st = os.lstat(progress)
             index = int(_read_file(progress, 64).decode().strip() or 0)
             limit = limits[min(max(index, 0), len(limits) - 1)] if limits else MIN_CASE_SECONDS
-            if time.time() - st.st_mtime > limit + CASE_GRACE:
+            if time.time() - st.st_mtime > WALL_FACTOR * limit + CASE_GRACE:
                 return True
         except (OSError, ValueError, BadResult):
             pass

@@ -101,10 +101,14 @@ def trip(dotted: str, ex_id: str) -> None:
     if hit is None:
         return
     owner, attr, obj = hit
-    message = f"`{dotted}` does the whole of `{ex_id}`: it is not available while `{ex_id}` is judged. Write it yourself."
+    message = (f"`{dotted}` does the whole of `{ex_id}`: it is not available while `{ex_id}` is judged. "
+               "Write it yourself.")
     what = f"forbidden {dotted}"
-    if isinstance(obj, type) and issubclass(obj, __import__("torch").nn.Module):
-        obj = obj.forward  # a loss module: what computes the answer is its forward
+    if isinstance(obj, type):
+        from torch import nn
+
+        if issubclass(obj, nn.Module):
+            obj = obj.forward  # a loss module: what computes the answer is its forward
     if replace_with_stub(obj, message, what):
         return
     # A builtin (C) function cannot change its code: replace the name where the library keeps it.
@@ -175,17 +179,19 @@ def _alarm_guard(limits: list[float], progress: Path):
     def on_alarm(signum, frame):
         raise CaseTimeout("ran past its time limit")
 
-    signal.signal(signal.SIGALRM, on_alarm)
+    # CPU time, not wall time: on a busy grading machine an honest case is slowed, not stopped.
+    signal.signal(signal.SIGPROF, on_alarm)
 
     @contextlib.contextmanager
     def guard(i: int):
-        # The grader watches this file: a case that outlives its limit (its code swallowed the alarm) is killed.
+        # The grader watches this file: a case that outlives its limit (its code swallowed the signal, or it
+        # waits without using CPU) is killed from outside.
         progress.write_text(f"{i}\n")
-        signal.setitimer(signal.ITIMER_REAL, float(limits[min(i, len(limits) - 1)]) if limits else 10.0)
+        signal.setitimer(signal.ITIMER_PROF, float(limits[min(i, len(limits) - 1)]) if limits else 10.0)
         try:
             yield
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.setitimer(signal.ITIMER_PROF, 0)
 
     return guard
 
@@ -216,8 +222,12 @@ def run(private: Path) -> dict:
     for dotted in req.get("forbidden", []):
         trip(dotted, ex_id)
 
+    import course_lib.checks
     from course_lib.checks import get_spec, observe_cases, to_portable
 
+    # The zygote listed the specs of the course it saw; the sandbox shows the course as the grader sees it now
+    # (a lesson added since, a course_lib folder of its own): list them again.
+    course_lib.checks._registry = None
     spec = get_spec(ex_id)
     ns: dict = {"__name__": "__main__", "__builtins__": __builtins__}
     problems = _load([(req.get("setup_cell", 0), 1, req["setup"])], ns) if req.get("setup") else []
@@ -232,7 +242,8 @@ def run(private: Path) -> dict:
         device = torch.device(req.get("device") or "cpu")
         if device.type == "cuda" and not torch.cuda.is_available():
             device = torch.device("cpu")
-        observed = observe_cases(spec, ns[name], cases, device=device, guard=_alarm_guard(req.get("limits") or [], private / PROGRESS_FILE))
+        guard = _alarm_guard(req.get("limits") or [], private / PROGRESS_FILE)
+        observed = observe_cases(spec, ns[name], cases, device=device, guard=guard)
         try:
             result["observed"] = to_portable(observed)
         except Exception as e:

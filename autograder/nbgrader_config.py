@@ -4,7 +4,7 @@
 # `python -m autograder release` reads the same settings.
 from pathlib import Path
 
-c = get_config()  # noqa: F821 - injected by traitlets when nbgrader loads this file
+c = get_config()  # type: ignore[name-defined]  # noqa: F821 - injected by traitlets when nbgrader loads this file
 
 c.CourseDirectory.root = str(Path(__file__).resolve().parent.parent)
 c.CourseDirectory.source_directory = "solutions"

@@ -56,6 +56,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import nbformat
 from jupyter_client import AsyncKernelManager
@@ -63,6 +64,11 @@ from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 from nbformat.v4 import new_output
 from traitlets import Integer
+
+if TYPE_CHECKING:
+    from jupyter_client.asynchronous import AsyncKernelClient
+
+    from autograder.forkserver import ForkServer
 
 # Modules worth importing before a submission arrives: the slow ones. A lesson's own
 # imports are added by :func:`lesson_imports`.
@@ -255,7 +261,7 @@ class WarmPool:
         self.home = Path(tempfile.mkdtemp(prefix=f"autograder-kernels-{os.getpid()}-"))
         self._next: LimitedKernelManager | None = None
         self._wanted: tuple | None = None  # modules for the spare kernel, once the current one is ready
-        self._server = None
+        self._server: ForkServer | None = None
         atexit.register(self.close)
 
     @property
@@ -439,6 +445,7 @@ def read_file(km: LimitedKernelManager, name: str, limit: int = 256 * 2**20) -> 
     parts = [p for p in Path(name).parts if p not in ("", ".")]
     if not parts or ".." in parts or Path(name).is_absolute():
         return None
+    assert km.folder is not None  # every kernel from take() has its folder
     fd = os.open(km.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         for part in parts[:-1]:
@@ -499,7 +506,7 @@ def gpu_ids() -> list[str]:
         out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20).stdout
     except Exception:
         return []
-    return [str(i) for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU "))]
+    return [str(i) for i, line in enumerate(ln for ln in out.splitlines() if ln.startswith("GPU "))]
 
 
 # ------------------------------------------------------------------------------ the client
@@ -541,7 +548,7 @@ class CappedClient(NotebookClient):
     output_limit = Integer(2_000_000).tag(config=True)
     output_budget = Integer(20_000_000).tag(config=True)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._used: dict[int, int] = {}
         self.total = 0  # bytes counted against the budget, dropped ones excluded
@@ -590,15 +597,20 @@ class CappedClient(NotebookClient):
         self._used[cell_index] = used + size
         return super().output(outs, msg, display_id, cell_index)
 
+    def _client(self) -> AsyncKernelClient:
+        """The kernel client while the kernel is set up: nbclient makes an AsyncKernelClient, and types it loosely."""
+        assert self.kc is not None, "the kernel is not set up"
+        return cast("AsyncKernelClient", self.kc)
+
     def run_quietly(self, code: str) -> None:
         """Run code that leaves no trace in the notebook or its execution counts."""
-        msg_id = self.kc.execute(code, silent=True, store_history=False)
+        msg_id = self._client().execute(code, silent=True, store_history=False)
         self._reply(msg_id, self.startup_timeout)
 
     def responds(self, within: float) -> bool:
         """Whether the kernel answers a trivial request within ``within`` seconds (after an interrupt)."""
         try:
-            msg_id = self.kc.execute("", silent=True, store_history=False)
+            msg_id = self._client().execute("", silent=True, store_history=False)
         except Exception:
             return False
         return self._reply(msg_id, within)
@@ -607,7 +619,7 @@ class CappedClient(NotebookClient):
         deadline = time.monotonic() + within
         while (left := deadline - time.monotonic()) > 0:
             try:
-                msg = wait(self.kc.get_shell_msg(timeout=left))
+                msg = wait(self._client().get_shell_msg(timeout=left))
             except queue.Empty:
                 return False
             if msg.get("parent_header", {}).get("msg_id") == msg_id:
@@ -645,11 +657,20 @@ class Execution:
     output_bytes: int = 0  # output counted against the notebook's output budget
 
 
+# What of the grader's environment a kernel or judging process may see: what the course, the math libraries,
+# CUDA and Jupyter need. Anything else (a token, a cloud key, the instructor's own settings) stays with the grader.
+ENV_NAMES = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "TERM", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "PYTHONHASHSEED",
+                       "KMP_DUPLICATE_LIB_OK", "MPLBACKEND"})
+ENV_PREFIXES = ("COURSE_", "OMP_", "MKL_", "OPENBLAS_", "CUDA_", "NVIDIA_", "PYTORCH_", "TORCH_", "LC_", "JPY_")
+
+
 def kernel_env(opts) -> dict:
-    """The whole environment of a grading kernel."""
-    # pytest renames PYTEST_CURRENT_TEST for every test; a kernel environment that changes
-    # makes a new pool (and fork server) each time, so leave it out.
-    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    """The whole environment of a grading kernel (and of the processes that fork kernels and judges).
+
+    Only the names in :data:`ENV_NAMES` and :data:`ENV_PREFIXES` pass from the grader's environment, so no
+    secret of the grader's reaches a student's process. pytest renames PYTEST_CURRENT_TEST for every test; it
+    is not passed, so the kernel environment (a pool's key) stays the same."""
+    env = {k: v for k, v in os.environ.items() if k in ENV_NAMES or k.startswith(ENV_PREFIXES)}
     return {**env, "COURSE_PROFILE": opts.profile, "COURSE_GRADING": "1",
             **_thread_env(opts.threads), **opts.extra_env}
 
@@ -713,9 +734,14 @@ def execute(nb: nbformat.NotebookNode, workdir: Path | None, opts, warm_modules=
     cell_limits = cell_limits or {}
     result, t0 = Execution(), time.perf_counter()
     own = kernel is None
-    pool_ = pool_for(opts) if own else kernel.pool
-    km = kernel if kernel is not None else pool_.take(warm_modules, spare=not opts.last)
+    pool_: WarmPool | None
+    if kernel is None:
+        pool_ = pool_for(opts)
+        km = pool_.take(warm_modules, spare=not opts.last)
+    else:
+        pool_, km = kernel.pool, kernel
     try:
+        assert km.folder is not None  # every kernel from take() has its folder
         if km.sandbox is not None:
             if own and workdir is not None:
                 _copy_into(Path(workdir), km.folder)
@@ -728,7 +754,8 @@ def execute(nb: nbformat.NotebookNode, workdir: Path | None, opts, warm_modules=
                               output_budget=int(getattr(opts, "output_budget", 20_000_000) or 0),
                               resources={"metadata": {"path": str(workdir)}})
         current = [float(limit)]
-        client.timeout_func = lambda cell: current[0]
+        # nbclient annotates timeout_func as returning an int; it takes any number of seconds
+        client.timeout_func = lambda cell: current[0]  # type: ignore[assignment]
         try:
             with client.setup_kernel():
                 client.run_quietly(f"import os as _o; _o.chdir({str(workdir)!r}); del _o")
@@ -742,6 +769,7 @@ def execute(nb: nbformat.NotebookNode, workdir: Path | None, opts, warm_modules=
                     own_limit = float(cell_limits.get(index, limit))
                     left = None if budget is None else budget - (time.perf_counter() - t1)
                     if left is not None and left <= 0:
+                        assert budget is not None  # left is only counted down from a budget
                         _budget_spent(nb, code[n:], budget, result, stopped=None)
                         break
                     current[0] = own_limit if left is None else min(own_limit, left)
@@ -755,6 +783,7 @@ def execute(nb: nbformat.NotebookNode, workdir: Path | None, opts, warm_modules=
                                     if by_budget else f"this cell ran longer than {own_limit:g} s and was stopped")))
                         wait(km.interrupt_kernel())
                         if by_budget:  # nothing more runs: no need to wait for the interrupt to land
+                            assert budget is not None  # by_budget: left was counted down from a budget
                             _budget_spent(nb, code[n + 1:], budget, result, stopped=index)
                             break
                         if result.status == "ok":
@@ -780,12 +809,14 @@ def execute(nb: nbformat.NotebookNode, workdir: Path | None, opts, warm_modules=
                         break
                 result.seconds = time.perf_counter() - t1
         finally:
-            if getattr(client, "kc", None) is not None:  # the client is ours to close (nbclient only closes its own)
-                wait(client.kc.stop_channels())
+            kc = getattr(client, "kc", None)
+            if kc is not None:  # the client is ours to close (nbclient only closes its own)
+                wait(kc.stop_channels())
         result.output_bytes = client.total
         _memory_verdict(nb, km, opts, result)
     finally:
         if own:
+            assert pool_ is not None  # own: pool_ is pool_for(opts), which gave km
             pool_.release(km)
     return result
 

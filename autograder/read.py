@@ -206,9 +206,9 @@ def student_files(folder: Path, limit_each: int = 20 * MB, limit_total: int = 10
     try:
         dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
-        why = ("a link, not a folder" if os.path.islink(folder)  # O_NOFOLLOW with O_DIRECTORY answers ENOTDIR
-               else "not a folder" if e.errno == errno.ENOTDIR else f"unreadable ({e.strerror})")
-        return files, [(Path(folder).name, f"the folder is {why}: none of its files were used")]
+        what = ("a link, not a folder" if os.path.islink(folder)  # O_NOFOLLOW with O_DIRECTORY answers ENOTDIR
+                else "not a folder" if e.errno == errno.ENOTDIR else f"unreadable ({e.strerror})")
+        return files, [(Path(folder).name, f"the folder is {what}: none of its files were used")]
     total, over = 0, 0
 
     def over_total(used: int) -> str:

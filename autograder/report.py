@@ -15,6 +15,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from autograder.status import Status, seriousness
+
 # totals.csv is written by autograder.write; write_totals is imported from here by grade.py until it
 # imports it from there.
 from autograder.write import totals, unsandboxed, write_atomic, write_totals  # noqa: F401

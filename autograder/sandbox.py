@@ -587,6 +587,7 @@ class Sandbox:
         self._cgroups = []
         self._memory_cgroup = None
         if self._owns_uid:
+            assert self.uid is not None  # a uid of its own is one it was given in __post_init__
             release_uid(self.uid)
             self._owns_uid = False
         if not keep:
@@ -718,6 +719,7 @@ class Sandbox:
             _die(f"cannot make the sandbox: {exc!r}")
 
     def _drop_privileges(self) -> None:
+        assert self.uid is not None  # __post_init__ gives every sandbox a uid
         os.setgroups([])
         os.setresgid(self.uid, self.uid, self.uid)
         os.setresuid(self.uid, self.uid, self.uid)  # all three non-zero: every capability goes
@@ -833,7 +835,8 @@ def default_readonly() -> list[str]:
     if user_site in sys.path:
         paths.append(user_site)
     spec = find_spec("course_lib")  # finds the package without running it (it imports torch)
-    course_lib = Path(list(spec.submodule_search_locations)[0]) if spec else REPO / "course_lib"
+    locations = spec.submodule_search_locations if spec else None
+    course_lib = Path(list(locations)[0]) if locations is not None else REPO / "course_lib"
     paths.append(str(course_lib))
     config = sys.modules.get("course_lib.config")
     if config is not None:

@@ -78,7 +78,7 @@ def write_csv(path: Path, fields: list[str], rows: Iterable[dict]) -> None:
 
 
 def _as_dict(row) -> dict:
-    return asdict(row) if is_dataclass(row) else dict(row)
+    return asdict(row) if is_dataclass(row) and not isinstance(row, type) else dict(row)
 
 
 def write_grades(rows: list, path: Path) -> None:

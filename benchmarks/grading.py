@@ -3,6 +3,7 @@
     python benchmarks/grading.py                 # 40 submissions of 03_multilabel, ci profile
     python benchmarks/grading.py --small         # 8 submissions: a quick look
     python benchmarks/grading.py --lesson 06_fill_level --n 60 --variants fork2,warm2,cold2
+    python benchmarks/grading.py --no-nbgrader --small --variants fork2,dask2   # Dask's overhead only
 
 The class mixes correct notebooks, partly wrong ones (one answer put back to the stub),
 untouched ones and broken files (cut off mid-upload). Prints each wall time, the ratio,
@@ -13,8 +14,10 @@ first cell to the last (kernel start and imports excluded).
 Kernel modes (`--kernels` of the grader): `fork` kernels are forked from a server that
 imported the libraries once; `warm` kernels import them themselves while the previous
 submission runs, which on few cores hides that CPU time but does not remove it; `cold`
-kernels start when needed. Figures on a shared machine vary
-with what else runs: the script prints the load average next to them.
+kernels start when needed. `daskN` grades with `--scheduler local:N` (a Dask LocalCluster of N worker
+processes, forked kernels): next to `forkN` (the local pool, same kernels) it gives Dask's overhead as the ratio
+of the two wall times and per notebook. Figures on a shared machine vary with what else runs: the script prints
+the load average next to them.
 """
 from __future__ import annotations
 
@@ -64,8 +67,11 @@ def make_class(root: Path, lesson: str, n: int) -> dict[str, str]:
 
 
 def run_autograder(subs: Path, out: Path, workers: int, mode: str, env: dict) -> float:
+    """Wall seconds of one `python -m autograder grade` run; ``mode`` "dask" is forked kernels on a LocalCluster."""
     cmd = [sys.executable, "-m", "autograder", "grade", str(subs), "--out", str(out), "--fresh",
-           "--workers", str(workers), "--kernels", mode]
+           "--workers", str(workers), "--kernels", "fork" if mode == "dask" else mode]
+    if mode == "dask":
+        cmd += ["--scheduler", f"local:{workers}"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -93,13 +99,31 @@ def _overhead_breakdown(entries: list[dict]) -> str:
             + ", ".join(f"{k} {st.median(v):.2f} s" for k, v in parts.items()))
 
 
+def engine_overhead(base: Path, lesson: str, workers: int, env: dict, k: int = 40) -> tuple[float, float]:
+    """Wall seconds for ``k`` submissions that need no kernel (lesson folders without a notebook: graded
+    ``missing`` at once) on the local pool and on Dask: what each engine costs per task, start and stop
+    included, with almost no grading in it."""
+    subs = base / "empty-class"
+    for i in range(k):
+        (subs / f"e{i:03d}" / lesson).mkdir(parents=True, exist_ok=True)
+    return (run_autograder(subs, base / "out-empty-fork", workers, "fork", env),
+            run_autograder(subs, base / "out-empty-dask", workers, "dask", env))
+
+
+def _median(values: list[float]) -> float:
+    import statistics
+
+    return statistics.median(values) if values else float("nan")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lesson", default="03_multilabel", help="lesson to grade (default: 03_multilabel, the cheapest)")
     p.add_argument("--n", type=int, default=40, help="submissions in the class (default 40)")
     p.add_argument("--small", action="store_true", help="8 submissions")
-    p.add_argument("--variants", default="fork2,warm2",
-                   help="autograder runs, comma-separated: forkN / warmN / coldN (N workers); default fork2,warm2")
+    p.add_argument("--variants", default="fork2,warm2,dask2",
+                   help="autograder runs, comma-separated: forkN / warmN / coldN (N local workers) / daskN (a Dask "
+                        "LocalCluster of N workers); default fork2,warm2,dask2")
     p.add_argument("--no-nbgrader", action="store_true", help="skip plain nbgrader")
     p.add_argument("--profile", default="ci")
     p.add_argument("--keep", help="folder to keep the class and outputs in (default: a temporary one)")
@@ -112,7 +136,7 @@ def main(argv=None) -> int:
     print(f"class: {n} submissions of {args.lesson} ({', '.join(f'{k}: {list(kinds.values()).count(k)}' for k in sorted(set(kinds.values())))}), "
           f"profile {args.profile}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
 
-    results, journal = {}, None
+    results, journal, medians = {}, None, {}
     for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
         mode = variant.rstrip("0123456789")
         workers = int(variant[len(mode):] or 1)
@@ -127,6 +151,23 @@ def main(argv=None) -> int:
               f"{work / n:.2f} s per notebook; overhead beyond them {(wall * workers - work) / n:.2f} worker-s per notebook "
               f"(waiting for a ready kernel {wait / n:.2f} s); load average {os.getloadavg()[0]:.1f}")
         print("  " + _overhead_breakdown(entries))
+        medians[variant] = _median([e["total_seconds"] for e in entries if e.get("seconds", 0) > 0])
+    for variant in results:
+        pool = "fork" + variant[4:]
+        if variant.startswith("dask") and pool in results:
+            dwall, pwall = results[variant][0], results[pool][0]
+            print(f"Dask against the local pool ({variant[4:]} workers each): {dwall:.1f} s against {pwall:.1f} s "
+                  f"wall, ratio {dwall / pwall:.3f} (Dask's overhead {100 * (dwall / pwall - 1):+.1f}%), "
+                  f"{(dwall - pwall) / n:+.2f} s per notebook; inside the workers the median executed notebook "
+                  f"took {medians[variant]:.2f} s on Dask against {medians[pool]:.2f} s in the pool")
+            same = all((base / f"out-{variant}" / f).read_text() == (base / f"out-{pool}" / f).read_text()
+                       for f in ("grades.csv", "totals.csv"))
+            print(f"  grades.csv and totals.csv {'identical' if same else 'DIFFER'} between {variant} and {pool}")
+            k = 40
+            epool, edask = engine_overhead(base, args.lesson, int(variant[4:]), env, k)
+            print(f"  the engines alone ({k} submissions needing no kernel): pool {epool:.1f} s, Dask {edask:.1f} s "
+                  f"wall; Dask adds {edask - epool:+.1f} s per run, {(edask - epool) / k * 1000:+.0f} ms per "
+                  f"submission; load average {os.getloadavg()[0]:.1f}")
 
     if not args.no_nbgrader:
         from autograder.nbgrader_compare import autograde

@@ -9,6 +9,8 @@ import torch
 from course_lib import checks, fill_level
 from course_lib.checks import CheckFailed, Mistake, check, get_spec, run_check
 
+from contracts import Undiagnosed, assert_diagnosed
+
 FUNCTION_SPECS = [s for s in checks.registry().values() if s.kind == "function"]
 
 
@@ -20,29 +22,20 @@ def test_reference_passes_its_own_spec(spec, hidden):
     assert result.passed, result.message
 
 
-@pytest.mark.parametrize(
-    "spec,mistake",
-    [(s, m) for s in FUNCTION_SPECS for m in s.mistakes],
-    ids=lambda x: getattr(x, "id", None) or getattr(x, "name", None),
-)
-def test_every_known_mistake_fails_with_a_message(spec, mistake):
-    result = run_check(spec, mistake.impl, hidden=True)
-    assert not result.passed
-    # The message is either the mistake's own diagnosis or a precise judge sentence.
-    assert result.message.startswith(f"✗ {spec.id}:") and len(result.message) > 40
+# Known mistakes whose check fails with the judge's own sentence instead of the mistake's message: the judge
+# rejects the answer on its own (a dtype, a shape, the model's head) whatever the mistake gives, or the mistake
+# draws random levels, so no case ever matches it. course_lib must name them; until then these fail as expected.
+UNDIAGNOSED = {("make_fill_image", "float"), ("load_batch", "unnormalized"), ("load_batch", "levels_column"),
+               ("build_fill_model", "kept_head"), ("one_hot", "long")}
+MISTAKES = [pytest.param(s, m, id=f"{s.id}-{m.name}",
+                         marks=[pytest.mark.xfail(raises=Undiagnosed, strict=True, reason="not named yet")]
+                         if (s.id, m.name) in UNDIAGNOSED else [])
+            for s in checks.registry().values() for m in s.mistakes]
 
 
-@pytest.mark.parametrize("spec_id,mistake", [
-    ("make_fill_image", "columns"), ("make_fill_image", "bottom"), ("make_fill_image", "round"),
-    ("make_fill_image", "one"), ("fill_l1_loss", "broadcast"), ("fill_l1_loss", "mse"),
-    ("fill_l1_loss", "sum"), ("fill_l1_loss", "no_abs"), ("predict_fill", "no_eval"),
-    ("predict_fill", "no_normalize"), ("predict_fill", "unscaled"),
-])
-def test_diagnosis_names_the_mistake(spec_id, mistake):
-    spec = get_spec(spec_id)
-    m = next(m for m in spec.mistakes if m.name == mistake)
-    result = run_check(spec, m.impl, hidden=True)
-    assert f"Likely mistake: {m.message}" in result.message
+@pytest.mark.parametrize("spec,mistake", MISTAKES)
+def test_every_known_mistake_is_diagnosed_as_itself(spec, mistake):
+    assert_diagnosed(spec, mistake)
 
 
 def test_seed_broadcasting_bug_is_caught_even_though_batch_one_hides_it():

@@ -1,13 +1,8 @@
-"""course_lib.dataloader: references against PyTorch, torchvision and fastai, diagnoses, the explorer, grading the lesson."""
-import csv
+"""course_lib.dataloader: references against PyTorch, torchvision and fastai, diagnoses, the explorer, grading the
+lesson."""
 import inspect
 import re
-import subprocess
-import sys
-from collections import defaultdict
-from pathlib import Path
 
-import nbformat
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,7 +12,8 @@ from course_lib import dataloader as D
 from course_lib.checks import Case, CheckFailed, check, get_spec, run_check
 from course_lib.data.pascal import VOC_CLASSES
 
-ROOT = Path(__file__).resolve().parent.parent
+from grading import check_lesson_class, lesson_class
+
 LESSON = "01_dataloader"
 LIST_COLLATE = ("def collate(items):\n"
                 "    xs, ys = zip(*items)\n"
@@ -56,7 +52,8 @@ def test_collate_equals_default_collate():
 
     rng = np.random.default_rng(0)
     for i in range(30):
-        b, c, h, w = int(rng.integers(1, 9)), int(rng.choice([1, 3])), int(rng.integers(1, 10)), int(rng.integers(1, 10))
+        b, c = int(rng.integers(1, 9)), int(rng.choice([1, 3]))
+        h, w = int(rng.integers(1, 10)), int(rng.integers(1, 10))
         xs = [torch.randn(c, h, w) for _ in range(b)]
         ys = rng.integers(0, 20, b).tolist() if i % 2 else [torch.rand(5) for _ in range(b)]
         items = list(zip(xs, ys))
@@ -207,18 +204,6 @@ def test_measure_throughput_counts_every_image(flowers):
 
 
 # ------------------------------------------------------------------------------ diagnoses
-
-SPEC_IDS = ["get_x", "get_y", "splitter", "ImageListDataset", "collate", "denormalize"]
-
-
-@pytest.mark.parametrize("spec_id", SPEC_IDS)
-def test_references_pass_and_every_known_mistake_is_named(spec_id):
-    spec = get_spec(spec_id)
-    assert run_check(spec, spec.reference).passed and run_check(spec, spec.reference, hidden=True).passed
-    for m in spec.mistakes:
-        msg = run_check(spec, m.impl, hidden=True).message
-        assert msg.startswith(f"✗ {spec_id}") and f"Likely mistake: {m.message}" in msg, (m.name, msg)
-
 
 def test_list_collate_is_diagnosed():
     ns = {}
@@ -375,9 +360,9 @@ def test_odd_images_and_labels_are_named():
 
 @pytest.fixture(scope="module")
 def explorer(flowers):
-    from course_lib.widgets.dataloader import AugmentationExplorer
+    from course_lib.widgets.dataloader import PipelineExplorer
 
-    return AugmentationExplorer(next((flowers / "train").glob("*/*.jpg")), size=32, n=4)
+    return PipelineExplorer(next((flowers / "train").glob("*/*.jpg")), size=32, n=4)
 
 
 def test_explorer_starts_with_a_wrong_validation_pipeline(explorer):
@@ -428,46 +413,10 @@ def test_recording_gives_a_gradable_answer(explorer):
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    from autograder import notebooks
-
-    subs = tmp_path_factory.mktemp("submissions")
-    out = tmp_path_factory.mktemp("out")
-
-    def write(nb, student):
-        path = subs / student / LESSON / f"{LESSON}.ipynb"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, path)
-
-    write(notebooks.read(notebooks.source_path(LESSON)), "alice")
-    write(notebooks.read(notebooks.release_path(LESSON)), "bob")
-    wrong = notebooks.read(notebooks.source_path(LESSON))
-    for cell in wrong.cells:
-        if notebooks.grade_id(cell) == "collate":
-            cell.source = LIST_COLLATE
-    write(wrong, "carol")
-    proc = subprocess.run([sys.executable, "-m", "autograder", "grade", str(subs), "--out", str(out), "--workers", "2"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=1500)
-    by = defaultdict(dict)
-    for r in csv.DictReader(open(out / "grades.csv")):
-        by[r["student_id"]][r["exercise"]] = r
-    return proc, out, by
-
-
-def _total(rows):
-    return sum(float(r["score"]) for r in rows.values())
+    return lesson_class(tmp_path_factory, LESSON, "collate", LIST_COLLATE)
 
 
 def test_grading_the_lesson(graded):
-    proc, out, by = graded
-    assert proc.returncode == 0, proc.stderr[-3000:]
     exercises = {"ImageListDataset": 2, "collate": 2, "get_x": 1, "get_y": 1, "splitter": 1, "denormalize": 2,
                  "valid_pipeline": 1}
-    assert {k: float(r["max_score"]) for k, r in by["alice"].items()} == exercises
-    assert all(r["status"] == "passed" for r in by["alice"].values()) and _total(by["alice"]) == 10
-    assert _total(by["bob"]) == 0 and {r["status"] for r in by["bob"].values()} <= {"failed", "error"}
-    page = (out / "feedback" / "bob" / f"{LESSON}.html").read_text()
-    assert "0 / 10 points" in page and "not implemented yet" in page
-    wrong = by["carol"]["collate"]
-    assert wrong["status"] == "failed" and float(wrong["score"]) == 0
-    assert _total(by["carol"]) == 10 - 2
-    assert "you returned lists of tensors" in (out / "feedback" / "carol" / f"{LESSON}.html").read_text()
+    check_lesson_class(graded, exercises, "collate", "you returned lists of tensors")

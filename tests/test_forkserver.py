@@ -89,7 +89,8 @@ def test_a_forked_kernel_starts_with_the_imports_done_in_a_process_of_its_own(op
 def test_submissions_do_not_see_each_other(opts, workdir):
     cheat = _nb("import torch\ntorch.allclose = lambda *a, **k: True\nimport builtins\nbuiltins.SECRET = 42")
     pool.execute(cheat, workdir, opts, warm_modules=("torch",))
-    honest = _nb("import torch, builtins\nprint(torch.allclose(torch.zeros(1), torch.ones(1)), hasattr(builtins, 'SECRET'))")
+    honest = _nb("import torch, builtins\n"
+                 "print(torch.allclose(torch.zeros(1), torch.ones(1)), hasattr(builtins, 'SECRET'))")
     run = pool.execute(honest, workdir, opts, warm_modules=("torch",))
     assert run.status == "ok" and _text(honest.cells[0]).split() == ["False", "False"]
 
@@ -129,7 +130,8 @@ def test_a_killed_stub_takes_its_kernel_with_it(opts, workdir):
     while time.monotonic() < deadline and not children():  # the first kernel is forked
         time.sleep(0.05)
     before = children()
-    assert len(before) == 1
+    # At least the first kernel; a kernel of an earlier test may still be on its way out on a busy machine.
+    assert first.provisioner.process is not None and len(before) >= 1
     km = warm.take((), spare=False)
     stub = km.provisioner.process
     deadline = time.monotonic() + 10
@@ -161,7 +163,8 @@ def test_a_server_that_cannot_start_falls_back_to_ordinary_kernels(opts, workdir
 def test_the_server_and_its_kernels_die_with_a_killed_grader(tmp_path):
     grader = subprocess.Popen(
         [sys.executable, "-c", "import os, sys, time\nfrom autograder.forkserver import ForkServer\n"
-         f"s = ForkServer({str(tmp_path)!r}, dict(os.environ), ['json'])\nprint(s.proc.pid, flush=True)\ntime.sleep(600)"],
+         f"s = ForkServer({str(tmp_path)!r}, dict(os.environ), ['json'])\n"
+         "print(s.proc.pid, flush=True)\ntime.sleep(600)"],
         stdout=subprocess.PIPE, text=True, cwd=ROOT)
     server = int(grader.stdout.readline())
     assert not _gone(server)

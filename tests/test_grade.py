@@ -1,60 +1,33 @@
 """`python -m autograder grade` on a small class: right, untouched, one mistake, broken, missing."""
-import csv
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
-from collections import defaultdict
-from pathlib import Path
 
 import nbformat
 import pytest
 
 from autograder import grade, notebooks
 
+from grading import ROOT, answered, grade_class, solution
+
 LESSON = "06_fill_level"
-ROOT = Path(__file__).resolve().parent.parent
 SEED_LOSS = "def fill_l1_loss(pred, target):\n    return torch.abs(pred - target).mean()\n"
 # The class is graded as if the machine had GPUs 7 and 9; three students print what their kernel was given.
 FAKE_GPUS = "7,9"
 SHOW_GPU = 'import os\nprint("visible GPUs: [" + os.environ.get("CUDA_VISIBLE_DEVICES", "none") + "]")'
 
 
-def _with_solution(nb, gid, source):
-    for cell in nb.cells:
-        if notebooks.grade_id(cell) == gid:
-            cell.source = source
-    return nb
-
-
-def _write(nb, path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, path)
-
-
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    subs = tmp_path_factory.mktemp("submissions")
-    out = tmp_path_factory.mktemp("out")
-    solution = notebooks.read(notebooks.source_path(LESSON))
-    _write(_showing_gpu(solution), subs / "alice" / LESSON / f"{LESSON}.ipynb")
-    _write(_showing_gpu(notebooks.read(notebooks.release_path(LESSON))), subs / "bob" / LESSON / f"{LESSON}.ipynb")
-    _write(_showing_gpu(_with_solution(notebooks.read(notebooks.source_path(LESSON)), "fill_l1_loss", SEED_LOSS)),
-           subs / "carol" / LESSON / f"{LESSON}.ipynb")
-    broken = subs / "dave" / LESSON / f"{LESSON}.ipynb"
-    broken.parent.mkdir(parents=True)
-    broken.write_text(json.dumps(solution)[:5000])  # a notebook cut off mid-upload
-    (subs / "erin" / LESSON).mkdir(parents=True)
-    proc = subprocess.run([sys.executable, "-m", "autograder", "grade", str(subs), "--out", str(out), "--workers", "2"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=1500,
-                          env={**os.environ, "CUDA_VISIBLE_DEVICES": FAKE_GPUS})
-    rows = list(csv.DictReader(open(out / "grades.csv")))
-    by = defaultdict(dict)
-    for r in rows:
-        by[r["student_id"]][r["exercise"]] = r
-    return proc, out, by, rows
+    students = {"alice": _showing_gpu(solution(LESSON)),
+                "bob": _showing_gpu(notebooks.read(notebooks.release_path(LESSON))),
+                "carol": _showing_gpu(answered(LESSON, "fill_l1_loss", SEED_LOSS)),
+                "dave": json.dumps(solution(LESSON))[:5000].encode(),  # a notebook cut off mid-upload
+                "erin": None}  # an empty folder
+    g = grade_class(tmp_path_factory, LESSON, students, "--workers", "2", env={"CUDA_VISIBLE_DEVICES": FAKE_GPUS})
+    return g, g.out, g.by, g.rows
 
 
 def _showing_gpu(nb):
@@ -67,9 +40,9 @@ def _total(by, student):
 
 
 def test_grading_completes_with_exit_0(graded):
-    proc, out, by, rows = graded
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "graded 5 submission(s)" in proc.stdout
+    g, out, by, rows = graded
+    assert g.returncode == 0, g.stderr[-3000:]
+    assert "graded 5 submission(s)" in g.stdout
     assert list(rows[0].keys()) == ["student_id", "lesson", "exercise", "score", "max_score", "status"]
     exercises = [e.id for e in notebooks.exercises(notebooks.read(notebooks.source_path(LESSON)))]
     for student in ("alice", "bob", "carol", "dave", "erin"):
@@ -153,7 +126,8 @@ def test_restore_puts_back_edited_tests_and_keeps_answers():
 def test_restore_reinserts_deleted_cells_in_order():
     source, release = _source_release()
     student = nbformat.from_dict(json.loads(json.dumps(release)))
-    student.cells = [c for c in student.cells if notebooks.grade_id(c) not in ("setup", "load_batch", "load_batch_test")]
+    deleted = ("setup", "load_batch", "load_batch_test")
+    student.cells = [c for c in student.cells if notebooks.grade_id(c) not in deleted]
     fixed = grade.restore(student, source, release)
     order = [notebooks.grade_id(c) for c in fixed.cells if notebooks.grade_id(c)]
     assert order == [notebooks.grade_id(c) for c in source.cells if notebooks.grade_id(c)]

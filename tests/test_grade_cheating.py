@@ -72,15 +72,19 @@ def _wrong():
 
 # Cheats that act in the notebook's own kernel. None can change a grade any more: they are graded as "wrong".
 KERNEL_CHEATS = {
-    "patch_allclose": "import torch, numpy\ntorch.allclose = lambda *a, **k: True\nnumpy.allclose = lambda *a, **k: True",
+    "patch_allclose": ("import torch, numpy\ntorch.allclose = lambda *a, **k: True\n"
+                       "numpy.allclose = lambda *a, **k: True"),
     "patch_checker": ("import course_lib.checks as _c\n"
-                      "_c.run_check = lambda spec, obj, hidden=False, seed=None: _c.CheckResult(spec.id, True, 1, 'ok')\n"
+                      "_c.run_check = lambda spec, obj, hidden=False, seed=None: "
+                      "_c.CheckResult(spec.id, True, 1, 'ok')\n"
                       "_c.check = lambda *a, **k: None\ncheck = _c.check"),
-    "showtraceback": "ip = get_ipython()\nip.showtraceback = lambda *a, **k: None\nip._showtraceback = lambda *a, **k: None",
+    "showtraceback": ("ip = get_ipython()\nip.showtraceback = lambda *a, **k: None\n"
+                      "ip._showtraceback = lambda *a, **k: None"),
     # the forged report of the old design, written where the kernel runs and in every folder it can reach
     "forged_report": ("import torch, glob, os\nfake = {'passed': True, 'result': {'passed': True}, 'observed': None}\n"
                       "for d in ['.'] + glob.glob('/tmp/*') + glob.glob('/tmp/*/*'):\n"
-                      "    try:\n        torch.save(fake, os.path.join(d, 'result.pt'))\n    except Exception:\n        pass"),
+                      "    try:\n        torch.save(fake, os.path.join(d, 'result.pt'))\n"
+                      "    except Exception:\n        pass"),
 }
 
 # The five ways around the old audit hook, each trying to read the solutions and the grader's hidden cases.
@@ -104,7 +108,7 @@ for p in paths:
         got.append(repr(e))
     got.append(subprocess.run(['cat', p], capture_output=True).stdout[:200])  # a shell command
 got.append(glob.glob('/tmp/vwb-*/**', recursive=True)[:20])  # the judging processes' folders
-got.append([os.environ.get(k, '') for k in os.environ if 'SEED' in k.upper()])  # a seed in the environment
+got.append(sorted(os.environ))  # a seed, a token, a key in the environment
 print('LEAKED:', got)
 """
 
@@ -115,25 +119,31 @@ REFERENCE_ROUTES = {
     "ref_spec": ("from course_lib.checks import get_spec\n\n"
                  "def fill_l1_loss(pred, target):\n    return get_spec('fill_l1_loss').reference(pred, target)\n"),
     "ref_partial": ("import functools\nfrom course_lib import fill_level as fl\n\n"
-                    "def fill_l1_loss(pred, target, _f=functools.partial(fl.fill_l1_loss)):\n    return _f(pred, target)\n"),
+                    "def fill_l1_loss(pred, target, _f=functools.partial(fl.fill_l1_loss)):\n"
+                    "    return _f(pred, target)\n"),
     "ref_list": ("from course_lib import fill_level as fl\n\n"
                  "def fill_l1_loss(pred, target, _box=[fl.fill_l1_loss]):\n    return _box[0](pred, target)\n"),
     "ref_callable": ("from course_lib import fill_level as fl\n\nclass _Loss:\n    def __call__(self, p, t):\n"
                      "        return vars(fl)['fill_' + 'l1_loss'](p, t)\n\nfill_l1_loss = None\n\n"
                      "def fill_l1_loss(pred, target):\n    return _Loss()(pred, target)\n"),
     "ref_gc": ("import gc, types\n\ndef fill_l1_loss(pred, target):\n    for o in gc.get_objects():\n"
-               "        if isinstance(o, types.FunctionType) and o.__name__ == 'fill_l1_loss' and o.__module__ != '__main__':\n"
+               "        if isinstance(o, types.FunctionType) and o.__name__ == 'fill_l1_loss'"
+               " and o.__module__ != '__main__':\n"
                "            return o(pred, target)\n    return (pred - target).sum() * 0\n"),
     "ref_frames": ("import sys\n\ndef fill_l1_loss(pred, target):\n    f = sys._getframe(1)\n    while f is not None:\n"
-                   "        spec = f.f_locals.get('spec')\n        if spec is not None and getattr(spec, 'reference', None):\n"
+                   "        spec = f.f_locals.get('spec')\n"
+                   "        if spec is not None and getattr(spec, 'reference', None):\n"
                    "            return spec.reference(pred, target)\n        f = f.f_back\n"
                    "    return (pred - target).sum() * 0\n"),
     "ref_source": ("import course_lib, os\n\ndef fill_l1_loss(pred, target):\n    ns = {}\n"
                    "    exec(open(os.path.join(os.path.dirname(course_lib.__file__), 'fill_level.py')).read(), ns)\n"
                    "    return ns['fill_l1_loss'](pred, target)\n"),
-    "lib_torch": "import torch.nn.functional as F\n\ndef fill_l1_loss(pred, target):\n    return F.l1_loss(pred.reshape(-1), target)\n",
-    "lib_module": "from torch import nn\n\ndef fill_l1_loss(pred, target):\n    return nn.L1Loss()(pred.reshape(-1), target)\n",
-    "lib_c": "import torch\n\ndef fill_l1_loss(pred, target):\n    return torch._C._nn.l1_loss(pred.reshape(-1), target, 1)\n",
+    "lib_torch": ("import torch.nn.functional as F\n\n"
+                  "def fill_l1_loss(pred, target):\n    return F.l1_loss(pred.reshape(-1), target)\n"),
+    "lib_module": ("from torch import nn\n\n"
+                   "def fill_l1_loss(pred, target):\n    return nn.L1Loss()(pred.reshape(-1), target)\n"),
+    "lib_c": ("import torch\n\n"
+              "def fill_l1_loss(pred, target):\n    return torch._C._nn.l1_loss(pred.reshape(-1), target, 1)\n"),
 }
 
 LYING_FLOAT = """class _Lie(float):
@@ -174,7 +184,7 @@ HANGING_LOSS = "def fill_l1_loss(pred, target):\n    while True:\n        pass\n
 STUBBORN_LOSS = ("def fill_l1_loss(pred, target):\n    while True:\n        try:\n            while True:\n"
                  "                pass\n        except BaseException:\n            pass\n")
 # MAP_SHARED pages, touched one per page in C: the cgroup counts them as the sandbox's memory.
-BIG_SHARED_MMAP = ("import mmap\nimport numpy as np\n_m = mmap.mmap(-1, 4000 << 20)\n"
+BIG_SHARED_MMAP = ("import mmap\nimport numpy as np\n_m = mmap.mmap(-1, 2600 << 20)\n"
                    "np.frombuffer(_m, dtype=np.uint8)[::4096] = 1\n")
 EXIT_IN_DEFAULT = ("import os, torch\n\ndef _forge():\n"
                    "    torch.save({'observed': {'portable': True, 'kind': 'function', 'observations': []}, "
@@ -207,6 +217,7 @@ def _students():
                                + "    return None\n"),
            "exits_while_loading": _set(_wrong(), "make_fill_image", EXIT_IN_DEFAULT),
            "attachment": _attachment(),
+           "tampered_cells": _tampered_test_cells(_wrong()),
            "=2+3*7": _solution()}
     for name, code in KERNEL_CHEATS.items():
         out[name] = _after(_wrong(), "setup", code)
@@ -248,15 +259,16 @@ def _by(rows):
     return by
 
 
-OPTS = grade.Options(profile="ci", memory_mb=3000)
+OPTS = grade.Options(profile="ci", memory_mb=2000)
 
 
 @pytest.fixture(scope="module")
 def graded(short_lesson, tmp_path_factory):
     subs, out = tmp_path_factory.mktemp("subs"), tmp_path_factory.mktemp("out")
     _write_class(subs, _students())
+    other_lesson = ROOT / "lessons" / "03_multilabel" / "03_multilabel.ipynb"
     bad = {"empty": b"", "junk": bytes(range(256)) * 8, "cut": json.dumps(_solution())[:3000].encode(),
-           "wrong_lesson": nbformat.writes(notebooks.read(ROOT / "lessons" / "03_multilabel" / "03_multilabel.ipynb")).encode()}
+           "wrong_lesson": nbformat.writes(notebooks.read(other_lesson)).encode()}
     for student, data in bad.items():
         path = subs / student / LESSON / f"{LESSON}.ipynb"
         path.parent.mkdir(parents=True)
@@ -265,7 +277,12 @@ def graded(short_lesson, tmp_path_factory):
     alice = subs / "alice" / LESSON / f"{LESSON}.ipynb"
     before = hashlib.sha256(alice.read_bytes()).hexdigest()
     stats: dict = {}
-    rows = grade.grade_all(subs, out, workers=1, progress=False, opts=copy.deepcopy(OPTS), stats=stats)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("VWB_INSTRUCTOR_TOKEN", "s3cr3t-token-of-the-instructor")  # a secret of the grader's environment
+    try:
+        rows = grade.grade_all(subs, out, workers=1, progress=False, opts=copy.deepcopy(OPTS), stats=stats)
+    finally:
+        mp.undo()
     time.sleep(1.5)  # a process that survived would keep writing: give it the time to show
     return _by(rows), out, subs, before, stats
 
@@ -306,7 +323,7 @@ def test_no_secret_reaches_the_students_kernel(graded):
     assert "LEAKED:" in page  # the cell ran, and printed what it found
     leaked = page.rsplit("LEAKED:", 1)[1].split("</pre>", 1)[0]  # the output, not the cell's code
     assert "No such file" in leaked or "FileNotFoundError" in leaked, leaked[:2000]
-    for secret in ("cells", "nbgrader", "Judge: every exercise", "cases.pt", "request.json"):
+    for secret in ("cells", "nbgrader", "Judge: every exercise", "cases.pt", "request.json", "VWB_INSTRUCTOR_TOKEN"):
         assert secret not in leaked, (secret, leaked[:2000])
 
 
@@ -372,6 +389,16 @@ def test_a_process_that_exits_while_loading_forges_nothing(graded):
     by, *_ = graded
     row = by["exits_while_loading"]["make_fill_image"]
     assert row.score == 0 and row.status in ("failed", "error"), (row.status, row.message)
+
+
+def test_tampered_test_cells_are_graded_as_if_untouched_and_the_student_is_told(graded):
+    by, out, *_ = graded
+    assert {k: (r.status, r.score) for k, r in by["tampered_cells"].items()} == \
+           {k: (r.status, r.score) for k, r in by["wrong"].items()}
+    page = (out / "feedback" / "tampered_cells" / f"{LESSON}.html").read_text()
+    for said in ("the test cell make_fill_image_test was edited", "the test cell fill_l1_loss_test was deleted",
+                 "the test cell same_image_levels_test was turned into text"):
+        assert said in page, said
 
 
 def test_a_pasted_screenshot_costs_nothing(graded):
@@ -557,3 +584,14 @@ def test_every_lessons_hidden_tests_are_one_check_line_judged_in_the_grader():
         source = notebooks.read(ROOT / "solutions" / lesson / f"{lesson}.ipynb")
         tasks = judge.plan(source)
         assert tasks and all(not t.problem and t.name for t in tasks), [(t.id, t.problem) for t in tasks]
+
+
+def test_without_a_sandbox_a_correct_notebook_still_gets_full_marks_and_the_grade_says_how(short_lesson, tmp_path):
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    _write_class(subs, {"alice": _solution(), "wrong": _wrong()})
+    rows = _by(grade.grade_all(subs, out, workers=1, progress=False,
+                               opts=grade.Options(profile="ci", memory_mb=2000, sandbox=False)))
+    assert all(r.status == "passed" for r in rows["alice"].values())
+    assert rows["wrong"]["fill_l1_loss"].status == "failed"
+    assert "graded_without_sandbox" in (out / "totals.csv").read_text().splitlines()[0]
+    assert "graded without a sandbox" in (out / "report.html").read_text()

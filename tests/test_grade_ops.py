@@ -1,7 +1,8 @@
 """Grading a class that misbehaves: hangs, crashes, floods, a killed grader; what the instructor gets.
 
-One small class of lesson 03 (the cheapest to run) is graded once, with two workers;
-the tests read what it left behind.
+One small class of lesson 03 (the cheapest to run) is graded with two workers: test_multilabel.py's class (alice,
+bob, carol: graded once for both files), copied, with the students who misbehave added and graded into it. The
+tests read what it left behind.
 """
 import csv
 import json
@@ -10,8 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -19,16 +18,16 @@ import pytest
 from autograder import grade, notebooks
 from autograder.journal import JOURNAL
 
+from grading import GRADER_ENV, ROOT, answered, copy_class, grade_more, lesson_class, release, run_grader, solution
+
 LESSON = "03_multilabel"
-ROOT = Path(__file__).resolve().parent.parent
-TIMEOUT = 90  # per cell, for the hanging submission; the lesson's slowest cell needs a few seconds (idle)
 SEED_BCE = ("def binary_cross_entropy(inputs, targets):\n"
             "    inputs = inputs.sigmoid()\n"
             "    return -torch.where(targets==1, 1-inputs, inputs).log().mean()\n")  # branches swapped
 
 
 def _solution():
-    return notebooks.read(notebooks.source_path(LESSON))
+    return solution(LESSON)
 
 
 def _possible():
@@ -43,25 +42,11 @@ def _prefix(nb, gid, code):
     return nb
 
 
-def _write(nb, root, student):
-    path = root / student / LESSON / f"{LESSON}.ipynb"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, path)
-    return path
-
-
-def _grade(subs, out, *extra, timeout=1200):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "autograder", "grade", str(subs), "--out", str(out), *extra],
-                          capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=env)
-
-
 def _journal(out):
     return [json.loads(line) for line in (out / JOURNAL).read_text().splitlines() if line.strip()]
 
 
 CASES = {
-    "alice": None,  # the solution
     "hangs": ("best_threshold", "import time\ntime.sleep(10_000)"),
     "exits": ("accuracy_multi", "import os\nos._exit(3)"),
     "segfaults": ("best_threshold", "import ctypes\nctypes.string_at(0)"),
@@ -70,101 +55,79 @@ CASES = {
                           "from IPython.display import Image, display\n"
                           "display(Image(data=b'\\x89PNG' + bytes(8_000_000)))"),
 }
+STUDENTS = set(CASES) | {"alice", "bob", "carol"}
 
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    subs = tmp_path_factory.mktemp("class")
-    out = tmp_path_factory.mktemp("out")
-    for student, case in CASES.items():
-        nb = _solution()
-        if case:
-            _prefix(nb, *case)
-        _write(nb, subs, student)
-    carol = _solution()
-    for cell in carol.cells:
-        if notebooks.grade_id(cell) == "binary_cross_entropy":
-            cell.source = SEED_BCE
-    _write(carol, subs, "carol")
-    _write(notebooks.read(notebooks.release_path(LESSON)), subs, "bob")
-    t0 = time.perf_counter()
-    proc = _grade(subs, out, "--workers", "2", "--timeout", str(TIMEOUT))
-    seconds = time.perf_counter() - t0
-    by = defaultdict(dict)
-    for r in csv.DictReader(open(out / "grades.csv")):
-        by[r["student_id"]][r["exercise"]] = r
-    totals = {r["student_id"]: r for r in csv.DictReader(open(out / "totals.csv"))}
-    return proc, subs, out, by, totals, seconds
+    base = lesson_class(tmp_path_factory, LESSON, "binary_cross_entropy", SEED_BCE)
+    assert base.returncode == 0, base.stderr[-3000:]
+    mine = copy_class(base, tmp_path_factory.mktemp("class"))
+    return grade_more(mine, {student: _prefix(_solution(), *case) for student, case in CASES.items()},
+                      "--workers", "2")
 
 
 def test_the_whole_class_is_graded(graded):
-    proc, _, out, by, totals, _ = graded
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    students = set(CASES) | {"bob", "carol"}
-    assert set(by) == set(totals) == students
+    g = graded
+    assert g.returncode == 0, g.stderr[-3000:]
+    assert set(g.by) == set(g.totals) == STUDENTS
     exercises = [e.id for e in notebooks.exercises(_solution())]
-    for student in students:
-        assert list(by[student]) == exercises  # one row per exercise, no duplicates, notebook order
-    assert len(_journal(out)) == len(students)
-    assert float(totals["alice"]["score"]) == _possible() and totals["alice"]["status"] == "ok"
+    for student in STUDENTS:
+        assert list(g.by[student]) == exercises  # one row per exercise, no duplicates, notebook order
+    assert len(_journal(g.out)) == len(STUDENTS)
+    assert "3 unchanged since the last run" in g.stdout  # alice, bob and carol: test_multilabel.py's grading
+    assert float(g.totals["alice"]["score"]) == _possible() and g.totals["alice"]["status"] == "ok"
 
 
 def test_a_hanging_cell_costs_the_feedback_page_not_the_grade(graded):
     """The grade comes from the student's definitions in a judging process that never runs the notebook's
     top-level code: a cell that hangs in the notebook run is reported, and its exercise is judged as written."""
-    _, _, out, by, totals, _ = graded
-    assert all(r["status"] == "passed" for r in by["hangs"].values())
-    assert totals["hangs"]["status"] == "timeout"
-    entry = next(e for e in _journal(out) if e["student_id"] == "hangs")
+    assert all(r["status"] == "passed" for r in graded.by["hangs"].values())
+    assert graded.totals["hangs"]["status"] == "timeout"
+    entry = next(e for e in _journal(graded.out) if e["student_id"] == "hangs")
     assert "longer than" in entry["detail"] or "budget" in entry["detail"], entry["detail"]
 
 
 @pytest.mark.parametrize("student, dies_at", [("exits", "accuracy_multi"), ("segfaults", "best_threshold")])
 def test_a_dead_kernel_is_reported_and_costs_no_points(graded, student, dies_at):
-    _, _, out, by, totals, _ = graded
-    assert totals[student]["status"] == "kernel_died"
-    assert all(r["status"] == "passed" for r in by[student].values())
-    entry = next(e for e in _journal(out) if e["student_id"] == student)
+    assert graded.totals[student]["status"] == "kernel_died"
+    assert all(r["status"] == "passed" for r in graded.by[student].values())
+    entry = next(e for e in _journal(graded.out) if e["student_id"] == student)
     assert "died" in entry["detail"]
     if student == "segfaults":
         assert "SIGSEGV" in entry["detail"]
 
 
 def test_memory_exhaustion_is_contained_and_reported(graded):
-    _, _, out, by, totals, _ = graded
-    assert totals["hogs"]["status"] == "out_of_memory"
-    assert all(r["status"] == "passed" for r in by["hogs"].values())  # the allocation is top-level code
-    assert "out of memory" in (out / "report.html").read_text()
+    assert graded.totals["hogs"]["status"] == "out_of_memory"
+    assert all(r["status"] == "passed" for r in graded.by["hogs"].values())  # the allocation is top-level code
+    assert "out of memory" in (graded.out / "report.html").read_text()
 
 
 def test_huge_output_is_capped_and_graded(graded):
-    _, _, out, by, totals, _ = graded
-    assert float(totals["floods"]["score"]) == _possible()
-    page = out / "feedback" / "floods" / f"{LESSON}.html"
+    assert float(graded.totals["floods"]["score"]) == _possible()
+    page = graded.out / "feedback" / "floods" / f"{LESSON}.html"
     assert page.stat().st_size < 12_000_000  # 38 MB printed and displayed; 2 MB kept per cell (escaped in HTML)
     assert "[autograder] output cut" in page.read_text()
 
 
 def test_feedback_never_shows_hidden_tests(graded):
-    _, _, out, _, _, _ = graded
     hidden = [c.source for c in _solution().cells if notebooks.is_test(c)]
     assert any("hidden=True" in s for s in hidden)
     for student in ("alice", "bob", "carol"):
-        page = (out / "feedback" / student / f"{LESSON}.html").read_text()
+        page = graded.page(student)
         assert "hidden=True" not in page
         for src in hidden:
             for line in src.splitlines():
                 if line.strip() and not line.startswith("#") and len(line.strip()) > 12:
                     assert line not in page, line
-    carol = (out / "feedback" / "carol" / f"{LESSON}.html").read_text()
-    assert "torch.where branches swapped" in carol  # the diagnosis still reaches the student
+    assert "torch.where branches swapped" in graded.page("carol")  # the diagnosis still reaches the student
 
 
 def test_class_report_shows_distributions_diagnoses_and_problems(graded):
-    _, _, out, _, _, _ = graded
-    page = (out / "report.html").read_text()
+    page = (graded.out / "report.html").read_text()
     assert page.count("data:image/png;base64") >= 1 + len(notebooks.exercises(_solution()))
-    assert "torch.where branches swapped" in page  # carol's diagnosis, among the most common
+    assert "known mistake “swapped_where”" in page  # carol's diagnosis, among the most common, by its name
     for student, status in (("hangs", "timeout"), ("exits", "kernel_died"), ("segfaults", "kernel_died"),
                             ("hogs", "out_of_memory")):
         assert f"<td>{student}</td><td>{status}</td>" in page
@@ -174,38 +137,36 @@ def test_totals_match_nbgrader_export(graded, tmp_path):
     """Plain `nbgrader autograde` + `nbgrader export` on the same notebooks gives the same totals."""
     from autograder.nbgrader_compare import autograde
 
-    _, subs, _, _, totals, _ = graded
     students = ("alice", "carol", "bob")
-    theirs, _ = autograde(tmp_path / "course", LESSON, {s: subs / s / LESSON / f"{LESSON}.ipynb" for s in students},
+    handed_in = {s: graded.subs / s / LESSON / f"{LESSON}.ipynb" for s in students}
+    theirs, _ = autograde(tmp_path / "course", LESSON, handed_in,
                           env={"OMP_NUM_THREADS": "1", "COURSE_PROFILE": "ci"})
-    assert theirs == {s: float(totals[s]["score"]) for s in students}
+    assert theirs == {s: float(graded.totals[s]["score"]) for s in students}
 
 
 def test_a_second_run_regrades_only_what_changed(graded):
-    _, subs, out, _, _, _ = graded
+    subs, out = graded.subs, graded.out  # this module's own copy of the class: the last test to read it
     before = _journal(out)
-    nb = _solution()
-    for cell in nb.cells:
-        if notebooks.grade_id(cell) == "binary_cross_entropy":
-            cell.source = SEED_BCE
-    _write(nb, subs, "alice")  # alice resubmits with a mistake
-    proc = _grade(subs, out, "--workers", "2", "--timeout", str(TIMEOUT))
+    nbformat.write(answered(LESSON, "binary_cross_entropy", SEED_BCE),  # alice resubmits with a mistake
+                   subs / "alice" / LESSON / f"{LESSON}.ipynb")
+    proc = run_grader(subs, out, "--workers", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     after = _journal(out)
     assert after[: len(before)] == before and [e["student_id"] for e in after[len(before):]] == ["alice"]
     totals = {r["student_id"]: r for r in csv.DictReader(open(out / "totals.csv"))}
-    assert float(totals["alice"]["score"]) == _possible() - 2 and len(totals) == len(CASES) + 2
+    assert float(totals["alice"]["score"]) == _possible() - 2 and len(totals) == len(STUDENTS)
     rows = list(csv.DictReader(open(out / "grades.csv")))
     assert len(rows) == len(totals) * len(notebooks.exercises(_solution()))
 
 
 def test_a_killed_grader_resumes_without_regrading(tmp_path):
     subs, out = tmp_path / "class", tmp_path / "out"
-    for student in ("amy", "ben"):
-        _write(_solution() if student != "ben" else notebooks.read(notebooks.release_path(LESSON)), subs, student)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for student, nb in (("amy", _solution()), ("ben", release(LESSON))):
+        (subs / student / LESSON).mkdir(parents=True)
+        nbformat.write(nb, subs / student / LESSON / f"{LESSON}.ipynb")
     proc = subprocess.Popen([sys.executable, "-m", "autograder", "grade", str(subs), "--out", str(out)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=ROOT, env={**os.environ, **GRADER_ENV}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline and not ((out / JOURNAL).exists() and (out / JOURNAL).read_text().strip()):
         time.sleep(0.5)
@@ -213,7 +174,7 @@ def test_a_killed_grader_resumes_without_regrading(tmp_path):
     proc.wait()
     first = _journal(out)
     assert len(first) == 1
-    result = _grade(subs, out)
+    result = run_grader(subs, out)
     assert result.returncode == 0, result.stderr[-3000:]
     entries = _journal(out)
     assert entries[: len(first)] == first  # nothing graded before the kill was graded again

@@ -1,11 +1,6 @@
 """course_lib.keypoints: references against fastai and fastbook, diagnoses, the explorer, and grading the lesson."""
-import csv
-import subprocess
-import sys
-from collections import defaultdict
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 import torch
@@ -14,7 +9,8 @@ from course_lib import keypoints as K
 from course_lib.checks import CheckFailed, check, get_spec, run_check
 from course_lib.data import biwi
 
-ROOT = Path(__file__).resolve().parent.parent
+from grading import check_lesson_class, lesson_class
+
 LESSON = "04_keypoints"
 FORGETS_LO = "def sigmoid_range(x, lo, hi):\n    return torch.sigmoid(x) * (hi - lo)\n"
 
@@ -267,21 +263,6 @@ def test_challenge_truth_is_fixed_and_conventions_differ():
 
 # ------------------------------------------------------------------------------ diagnoses
 
-def _all_mistakes():
-    for sid in ("img2pose", "get_ctr", "sigmoid_range", "to_unit_points", "from_unit_points"):
-        for m in get_spec(sid).mistakes:
-            yield sid, m.name
-
-
-@pytest.mark.parametrize("spec_id,mistake", list(_all_mistakes()))
-def test_every_known_mistake_fails_with_its_own_message(spec_id, mistake):
-    spec = get_spec(spec_id)
-    m = next(m for m in spec.mistakes if m.name == mistake)
-    result = run_check(spec, m.impl, hidden=True)
-    assert not result.passed
-    assert f"Likely mistake: {m.message}" in result.message
-
-
 @pytest.mark.parametrize("spec_id", ["img2pose", "get_ctr", "sigmoid_range", "to_unit_points", "from_unit_points"])
 def test_references_pass_and_hidden_runs_more_cases(spec_id):
     spec = get_spec(spec_id)
@@ -327,9 +308,9 @@ def test_wrong_types_get_clear_messages():
 # ------------------------------------------------------------------------------ widget
 
 def test_challenge_hides_the_point_until_recorded_and_gives_a_gradable_answer():
-    from course_lib.widgets.keypoints import AugmentationExplorer
+    from course_lib.widgets.keypoints import KeypointExplorer
 
-    ex = AugmentationExplorer(challenge=True)
+    ex = KeypointExplorer(challenge=True)
     assert ex.flip.disabled and ex.rotate.disabled and ex.params == (True, 20.0, 1.3, 0.0)
     assert "fastai's point" not in ex.info.value
     spec = get_spec("landing_point")
@@ -357,68 +338,28 @@ def test_landing_point_names_the_wrong_convention(wrong, words):
 
 
 def test_free_explorer_reveals_fastais_point_on_a_frame(ci_biwi):
-    from course_lib.widgets.keypoints import AugmentationExplorer
+    from course_lib.widgets.keypoints import KeypointExplorer
 
     f = sorted(ci_biwi.glob("13/*.jpg"))[0]
     ctr = K.get_ctr(f, K.read_cal(ci_biwi / "01" / "rgb.cal"))
-    ex = AugmentationExplorer(f, ctr)
+    ex = KeypointExplorer(f, ctr)
     assert not ex.flip.disabled and ex.truth == pytest.approx((float(ctr[0]), float(ctr[1])), abs=0.1)
     ex.flip.value = True
     assert ex.truth[0] == pytest.approx(640 - float(ctr[0]), abs=0.1)  # fastai's flip: col -> width - col
     ex.reveal.value = True
     assert "fastai's point" in ex.info.value and ex.plot.value[:4] == b"\x89PNG"
     with pytest.raises(FileNotFoundError):
-        AugmentationExplorer(ci_biwi / "nope.jpg", ctr)
+        KeypointExplorer(ci_biwi / "nope.jpg", ctr)
 
 
 # ------------------------------------------------------------------------------ grading the lesson
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    from autograder import notebooks
-
-    subs = tmp_path_factory.mktemp("submissions")
-    out = tmp_path_factory.mktemp("out")
-
-    def write(nb, student):
-        path = subs / student / LESSON / f"{LESSON}.ipynb"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, path)
-
-    write(notebooks.read(notebooks.source_path(LESSON)), "alice")
-    write(notebooks.read(notebooks.release_path(LESSON)), "bob")
-    wrong = notebooks.read(notebooks.source_path(LESSON))
-    for cell in wrong.cells:
-        if notebooks.grade_id(cell) == "sigmoid_range":
-            cell.source = FORGETS_LO
-    write(wrong, "carol")
-    proc = subprocess.run([sys.executable, "-m", "autograder", "grade", str(subs), "--out", str(out), "--workers", "2"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=1500)
-    by = defaultdict(dict)
-    for r in csv.DictReader(open(out / "grades.csv")):
-        by[r["student_id"]][r["exercise"]] = r
-    return proc, out, by
-
-
-def _total(rows):
-    return sum(float(r["score"]) for r in rows.values())
+    return lesson_class(tmp_path_factory, LESSON, "sigmoid_range", FORGETS_LO)
 
 
 def test_grading_the_lesson(graded):
-    proc, out, by = graded
-    assert proc.returncode == 0, proc.stderr[-3000:]
     exercises = {"img2pose": 1, "get_ctr": 2, "to_unit_points": 1, "from_unit_points": 1, "landing_point": 1,
                  "sigmoid_range": 1}
-    assert {k: float(r["max_score"]) for k, r in by["alice"].items()} == exercises
-    full = sum(exercises.values())
-    # The solution: full marks.
-    assert all(r["status"] == "passed" for r in by["alice"].values()) and _total(by["alice"]) == full
-    # The untouched student notebook: nothing, and feedback that says why.
-    assert _total(by["bob"]) == 0 and {r["status"] for r in by["bob"].values()} <= {"failed", "error"}
-    page = (out / "feedback" / "bob" / f"{LESSON}.html").read_text()
-    assert f"0 / {full} points" in page and "not implemented yet" in page
-    # sigmoid_range that forgets lo: loses exactly that exercise, with the diagnosis in the feedback.
-    wrong = by["carol"]["sigmoid_range"]
-    assert wrong["status"] == "failed" and float(wrong["score"]) == 0
-    assert _total(by["carol"]) == full - 1
-    assert "forgot to add lo" in (out / "feedback" / "carol" / f"{LESSON}.html").read_text()
+    check_lesson_class(graded, exercises, "sigmoid_range", "forgot to add lo")

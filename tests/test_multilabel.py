@@ -1,11 +1,5 @@
 """course_lib.multilabel: references against PyTorch and fastai, diagnoses, the explorer, and grading the lesson."""
-import csv
-import subprocess
-import sys
-from collections import defaultdict
-from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 import torch
@@ -15,7 +9,8 @@ from course_lib import multilabel as M
 from course_lib.checks import CheckFailed, check, get_spec, run_check
 from course_lib.data.pascal import VOC_CLASSES
 
-ROOT = Path(__file__).resolve().parent.parent
+from grading import check_lesson_class, lesson_class
+
 LESSON = "03_multilabel"
 SEED_BCE = ("def binary_cross_entropy(inputs, targets):\n"
             "    inputs = inputs.sigmoid()\n"
@@ -294,48 +289,10 @@ def test_explorer_with_images_shows_thumbnails():
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    from autograder import notebooks
-
-    subs = tmp_path_factory.mktemp("submissions")
-    out = tmp_path_factory.mktemp("out")
-
-    def write(nb, student):
-        path = subs / student / LESSON / f"{LESSON}.ipynb"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, path)
-
-    write(notebooks.read(notebooks.source_path(LESSON)), "alice")
-    write(notebooks.read(notebooks.release_path(LESSON)), "bob")
-    seeded = notebooks.read(notebooks.source_path(LESSON))
-    for cell in seeded.cells:
-        if notebooks.grade_id(cell) == "binary_cross_entropy":
-            cell.source = SEED_BCE
-    write(seeded, "carol")
-    proc = subprocess.run([sys.executable, "-m", "autograder", "grade", str(subs), "--out", str(out), "--workers", "2"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=1500)
-    by = defaultdict(dict)
-    for r in csv.DictReader(open(out / "grades.csv")):
-        by[r["student_id"]][r["exercise"]] = r
-    return proc, out, by
-
-
-def _total(rows):
-    return sum(float(r["score"]) for r in rows.values())
+    return lesson_class(tmp_path_factory, LESSON, "binary_cross_entropy", SEED_BCE)
 
 
 def test_grading_the_lesson(graded):
-    proc, out, by = graded
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    exercises = {"one_hot": 1, "binary_cross_entropy": 2, "accuracy_multi": 2, "best_threshold": 2, "chosen_threshold": 1}
-    assert {k: float(r["max_score"]) for k, r in by["alice"].items()} == exercises
-    # The solution: full marks.
-    assert all(r["status"] == "passed" for r in by["alice"].values()) and _total(by["alice"]) == 8
-    # The untouched student notebook: nothing, and feedback that says why.
-    assert _total(by["bob"]) == 0 and {r["status"] for r in by["bob"].values()} <= {"failed", "error"}
-    page = (out / "feedback" / "bob" / f"{LESSON}.html").read_text()
-    assert "0 / 8 points" in page and "not implemented yet" in page
-    # The seed's swapped BCE: loses exactly that exercise, with the diagnosis in the feedback.
-    wrong = by["carol"]["binary_cross_entropy"]
-    assert wrong["status"] == "failed" and float(wrong["score"]) == 0
-    assert _total(by["carol"]) == 8 - 2
-    assert "torch.where branches swapped" in (out / "feedback" / "carol" / f"{LESSON}.html").read_text()
+    exercises = {"one_hot": 1, "binary_cross_entropy": 2, "accuracy_multi": 2, "best_threshold": 2,
+                 "chosen_threshold": 1}
+    check_lesson_class(graded, exercises, "binary_cross_entropy", "torch.where branches swapped")

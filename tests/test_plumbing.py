@@ -290,3 +290,28 @@ def test_strip_widget_state_removes_saved_widgets():
 def test_read_keeps_grade_py_working():
     """grade.py still has its own discover and write_grades until the lead switches to these."""
     assert read.Submission.__dataclass_fields__.keys() == grade.Submission.__dataclass_fields__.keys()
+
+
+# ---- grading without a sandbox is refused unless asked for, and then marked
+
+def test_grading_is_refused_where_no_sandbox_can_be_made(monkeypatch, tmp_path):
+    from autograder import grade, sandbox
+
+    monkeypatch.setattr(sandbox, "available", lambda: (False, "not root"))
+    with pytest.raises(grade.SandboxUnavailable, match="--no-sandbox"):
+        grade.grade_all(tmp_path, tmp_path / "out", opts=grade.Options(sandbox=True), progress=False)
+
+
+def test_grades_made_without_a_sandbox_say_so(tmp_path):
+    from autograder.report import render
+    from autograder.write import UNSANDBOXED, write_totals
+
+    rows = [{"student_id": "s", "lesson": "l", "exercise": "e", "score": 1.0, "max_score": 1.0, "status": "passed"}]
+    boxed = {"student_id": "a", "lesson": "l", "status": "ok", "rows": rows, "sandbox": True}
+    bare = {**boxed, "student_id": "b", "sandbox": False}
+    write_totals([boxed], tmp_path / "boxed.csv")
+    assert UNSANDBOXED not in (tmp_path / "boxed.csv").read_text() and "without a sandbox" not in render([boxed])
+    write_totals([boxed, bare], tmp_path / "bare.csv")
+    lines = (tmp_path / "bare.csv").read_text().splitlines()
+    assert lines[0].endswith(UNSANDBOXED) and lines[1].endswith(",no") and lines[2].endswith(",yes")
+    assert "1 submission(s) were graded without a sandbox" in render([boxed, bare])

@@ -1,5 +1,4 @@
 """lessons/ is generated from solutions/, and every exercise id ties its parts together."""
-import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +7,8 @@ import pytest
 
 from autograder import notebooks
 from autograder.release import render, student_version
-from course_lib import checks
+
+from contracts import assert_one_exercise_one_id, assert_release_hides_solutions
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = notebooks.lessons()
@@ -38,36 +38,12 @@ def test_release_check_cli_detects_staleness(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("lesson", LESSONS)
 def test_student_version_hides_solutions_and_hidden_tests(lesson):
-    nb = notebooks.read(notebooks.release_path(lesson))
-    text = notebooks.release_path(lesson).read_text()
-    assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text and "hidden=True" not in text
-    for cell in nb.cells:
-        assert cell.get("outputs", []) == []
-        if notebooks.is_solution(cell) and cell.cell_type == "code":
-            assert "raise NotImplementedError()" in cell.source
+    assert_release_hides_solutions(lesson)
 
 
 @pytest.mark.parametrize("lesson", LESSONS)
 def test_one_exercise_one_id(lesson):
-    """Solution cell <id>, then a self-check of <id>, then test cell <id>_test calling the same spec."""
-    source = notebooks.read(notebooks.source_path(lesson))
-    cells = source.cells
-    registry = checks.registry()
-    for ex in notebooks.exercises(source):
-        assert ex.id in registry, f"{ex.id} has no check spec in course_lib"
-        assert ex.points > 0
-        sol = next(i for i, c in enumerate(cells) if notebooks.grade_id(c) == ex.id)
-        assert notebooks.is_solution(cells[sol])
-        assert cells[sol + 1].source.strip().endswith(f"check({ex.id!r}, {ex.id})"), f"self-check after {ex.id}"
-        assert notebooks.grade_id(cells[sol + 2]) == ex.test_id
-        assert f"check({ex.id!r}, {ex.id}, hidden=True)" in cells[sol + 2].source
-        spec = registry[ex.id]
-        if spec.kind == "function":
-            # The reference lives in course_lib/<topic>.py under the same name, typed and documented.
-            ref = getattr(checks.topic_module(spec), ex.id)
-            assert spec.reference in (None, ref) and ref.__name__ == ex.id
-            assert ref.__doc__, f"{ex.id} reference needs a docstring giving shapes"
-            assert inspect.signature(ref).return_annotation is not inspect.Signature.empty
+    assert_one_exercise_one_id(lesson)
 
 
 @pytest.mark.parametrize("lesson", LESSONS)

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from labharness import (ART, CHROMIUM, FAILURES, GRADING, LOG, OPTIONS, README_SHOTS, ROOT, Lab, Notebook,
-                        _free_port)
+from labharness import ART, CHROMIUM, FAILURES, GRADING, LOG, OPTIONS, README_SHOTS, ROOT, Lab, Notebook, _free_port
 
 # JupyterLab's user settings for the tests: no news pop-up, and every cell kept in the DOM (the default
 # windowing renders only the cells near the viewport, which a test that walks the notebook cannot rely on).

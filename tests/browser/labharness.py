@@ -79,7 +79,8 @@ class Notebook:
 
     # The toolbar's "idle" shows before the kernel is connected; sessionContext.isReady is the real signal.
     _READY = ("() => { const w = window.__vwPanel && window.__vwPanel();"
-              " const ok = !!(w && w.sessionContext && w.sessionContext.isReady && w.content && w.content.widgets.length);"
+              " const ok = !!(w && w.sessionContext && w.sessionContext.isReady"
+              " && w.content && w.content.widgets.length);"
               " if (ok) w.node.setAttribute('data-vw-notebook', '1'); return ok; }")
 
     def kernel_ready(self) -> bool:
@@ -94,7 +95,8 @@ class Notebook:
             " (async () => { if (i === null) { await app.commands.execute('notebook:run-all-cells'); }"
             " else { nb.activeCellIndex = 0; nb.deselectAll(); nb.extendContiguousSelectionTo(i);"
             " await app.commands.execute('notebook:run-cell'); } })()"
-            ".then(() => { window.__vwRun = 'done'; }, (e) => { window.__vwRun = 'done'; window.__vwRunError = String(e); });"
+            ".then(() => { window.__vwRun = 'done'; },"
+            " (e) => { window.__vwRun = 'done'; window.__vwRunError = String(e); });"
             " }", through)
 
     def run_state(self) -> str:
@@ -153,7 +155,8 @@ class Notebook:
         return self.page.evaluate(
             "() => { const out = []; window.__vwPanel().content.widgets.forEach((c, i) => {"
             " if (c.model.type !== 'code') return;"
-            " for (const o of c.model.outputs.toJSON()) if (o.output_type === 'error') out.push([i, o.ename, o.evalue]); });"
+            " for (const o of c.model.outputs.toJSON())"
+            " if (o.output_type === 'error') out.push([i, o.ename, o.evalue]); });"
             " return out; }")
 
     def assert_no_errors(self) -> None:

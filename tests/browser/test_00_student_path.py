@@ -1,11 +1,12 @@
 """The student's path through two lessons, in the browser, ending in the autograder (checked in test_99_graded.py).
 
-These tests come first so that the solution notebooks of the lesson tests run in the background meanwhile, and
-the grading of the saved notebooks runs while the lesson tests use their widgets. Open the student version from lessons/, type a wrong implementation into an exercise and see the self-check name
-the mistake, type a right one and see it pass, fill in the other exercises, run the lesson to its graded widget,
-use the widget and paste the line it shows into the answer cell, save; then grade the saved notebooks with
-``python -m autograder grade`` and find every exercise, the widget answer included, graded full marks. This proves
-that a widget answer survives save, submit and a headless autograde.
+These tests come first so that the solution notebooks of the lesson tests run in the background meanwhile, and the
+grading of the saved notebooks runs while the lesson tests use their widgets. Open the student version from
+lessons/, type a wrong implementation into an exercise and see the self-check name the mistake, type a right one
+and see it pass, fill in the other exercises, run the lesson to its graded widget, use the widget and paste the
+line it shows into the answer cell, save; then grade the saved notebooks with ``python -m autograder grade`` and
+find every exercise, the widget answer included, graded full marks. This proves that a widget answer survives save,
+submit and a headless autograde.
 """
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def solution_code(lesson: str, grade_id: str) -> str:
     cells = json.loads((ROOT / "solutions" / lesson / f"{lesson}.ipynb").read_text())["cells"]
     cell = next(c for c in cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == grade_id)
     lines = "".join(cell["source"]).splitlines()
-    return "\n".join(line for line in lines if "### BEGIN SOLUTION" not in line and "### END SOLUTION" not in line) + "\n"
+    kept = (line for line in lines if "### BEGIN SOLUTION" not in line and "### END SOLUTION" not in line)
+    return "\n".join(kept) + "\n"
 
 
 def exercise_ids(nb) -> list[str]:

@@ -1,0 +1,178 @@
+"""Grading a small class with `python -m autograder grade`, for the tests that check what a lesson's grades are.
+
+:func:`grade_class` writes ``SUBMISSIONS/<student>/<lesson>/<lesson>.ipynb`` for each student, runs the grader once
+and returns a :class:`Graded`: the grader's exit status and output, grades.csv's rows by student and exercise,
+totals.csv's rows by student and the feedback pages. :func:`lesson_class` is the class every topic test grades:
+alice hands in the solution, bob the untouched student notebook, carol the solution with one known mistake.
+
+A class is graded once per test run, however many test files ask for it and whichever pytest-xdist worker runs
+them: the first to ask grades it under a file lock in the run's shared temporary folder, the others read what it
+left (test_multilabel.py and test_grade_ops.py grade lesson 03's class this way). So a class's folders are shared:
+read them and never change them; :func:`copy_class` gives a copy of one's own to change.
+"""
+from __future__ import annotations
+
+import csv
+import fcntl
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from autograder import notebooks
+
+ROOT = Path(__file__).resolve().parent.parent
+# One math thread per grading process: each test worker grades with two workers on a machine of two cores.
+GRADER_ENV = {"OMP_NUM_THREADS": "1"}
+
+
+def solution(lesson: str) -> nbformat.NotebookNode:
+    return notebooks.read(notebooks.source_path(lesson))
+
+
+def release(lesson: str) -> nbformat.NotebookNode:
+    return notebooks.read(notebooks.release_path(lesson))
+
+
+def answered(lesson: str, grade_id: str, source: str) -> nbformat.NotebookNode:
+    """The solution with the answer cell ``grade_id`` replaced by ``source``."""
+    nb = solution(lesson)
+    cells = [c for c in nb.cells if notebooks.grade_id(c) == grade_id]
+    assert cells, f"{lesson} has no cell {grade_id}"
+    for cell in cells:
+        cell.source = source
+    return nb
+
+
+@dataclass
+class Graded:
+    returncode: int
+    stdout: str
+    stderr: str
+    subs: Path
+    out: Path
+    lesson: str
+    rows: list[dict] = field(default_factory=list)  # grades.csv, in its order
+    by: dict[str, dict[str, dict]] = field(default_factory=dict)  # student -> exercise -> grades.csv row
+    totals: dict[str, dict] = field(default_factory=dict)  # student -> totals.csv row
+
+    @classmethod
+    def read(cls, folder: Path, lesson: str) -> "Graded":
+        run = json.loads((folder / "run.json").read_text())
+        g = cls(run["returncode"], run["stdout"], run["stderr"], folder / "subs", folder / "out", lesson)
+        if (g.out / "grades.csv").exists():
+            g.rows = _csv(g.out / "grades.csv")
+            g.totals = {r["student_id"]: r for r in _csv(g.out / "totals.csv")}
+        for r in g.rows:
+            g.by.setdefault(r["student_id"], {})[r["exercise"]] = r
+        return g
+
+    def total(self, student: str) -> float:
+        return sum(float(r["score"]) for r in self.by[student].values())
+
+    def page(self, student: str) -> str:
+        return (self.out / "feedback" / student / f"{self.lesson}.html").read_text()
+
+
+def _csv(path: Path) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"), newline="")))
+
+
+def _shared_root(tmp_path_factory) -> Path:
+    """The run's temporary folder that every pytest-xdist worker sees (a worker's own is a folder inside it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _write(subs: Path, lesson: str, students: dict) -> None:
+    for student, nb in students.items():
+        folder = subs / student / lesson
+        folder.mkdir(parents=True)
+        if isinstance(nb, bytes):
+            (folder / f"{lesson}.ipynb").write_bytes(nb)
+        elif nb is not None:  # None: a student who submitted nothing (an empty folder)
+            nbformat.write(nb, folder / f"{lesson}.ipynb")
+
+
+def _key(lesson: str, students: dict, args: tuple, env: dict) -> str:
+    h = hashlib.sha256(json.dumps([lesson, list(args), sorted(env.items())]).encode())
+    for student, nb in sorted(students.items()):
+        body = nb if isinstance(nb, bytes) else b"" if nb is None else nbformat.writes(nb).encode()
+        h.update(student.encode() + b"\0" + hashlib.sha256(body).digest())
+    return h.hexdigest()[:16]
+
+
+def run_grader(subs: Path, out: Path, *args: str, env: dict | None = None,
+               timeout: float = 1500) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "autograder", "grade", str(subs), "--out", str(out), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+                          env={**os.environ, **GRADER_ENV, **(env or {})})
+
+
+def grade_class(tmp_path_factory, lesson: str, students: dict, *args: str, env: dict | None = None) -> Graded:
+    """Grade ``students`` (name -> notebook, raw bytes, or None for an empty folder) of ``lesson`` once per test
+    run: ``python -m autograder grade SUBS --out OUT *args``, with ``env`` added to the environment."""
+    env = dict(env or {})
+    folder = _shared_root(tmp_path_factory) / "graded-classes" / f"{lesson}-{_key(lesson, students, args, env)}"
+    folder.parent.mkdir(exist_ok=True)
+    with open(folder.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, even if grading raises
+        if not (folder / "run.json").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what an interrupted attempt left
+            _write(folder / "subs", lesson, students)
+            proc = run_grader(folder / "subs", folder / "out", *args, env=env)
+            run = {"returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
+            (folder / "run.json").write_text(json.dumps(run))
+    return Graded.read(folder, lesson)
+
+
+def lesson_class(tmp_path_factory, lesson: str, wrong_id: str, wrong_source: str) -> Graded:
+    """alice: the solution; bob: the untouched student notebook; carol: the solution with ``wrong_source`` as her
+    answer to ``wrong_id``. Graded by two workers."""
+    students = {"alice": solution(lesson), "bob": release(lesson), "carol": answered(lesson, wrong_id, wrong_source)}
+    return grade_class(tmp_path_factory, lesson, students, "--workers", "2")
+
+
+def copy_class(graded: Graded, dest: Path) -> Graded:
+    """A copy of a graded class in ``dest``, to grade again or change."""
+    for name in ("subs", "out"):
+        shutil.copytree(getattr(graded, name), dest / name, symlinks=True)
+    (dest / "run.json").write_text(json.dumps({"returncode": graded.returncode, "stdout": graded.stdout,
+                                               "stderr": graded.stderr}))
+    return Graded.read(dest, graded.lesson)
+
+
+def grade_more(graded: Graded, students: dict, *args: str, env: dict | None = None) -> Graded:
+    """Add ``students`` to a class of one's own (a :func:`copy_class`) and run the grader on it again: the journal
+    keeps those graded before, if ``args`` change nothing that decides a grade."""
+    _write(graded.subs, graded.lesson, students)
+    proc = run_grader(graded.subs, graded.out, *args, env=env)
+    folder = graded.subs.parent
+    (folder / "run.json").write_text(json.dumps({"returncode": proc.returncode, "stdout": proc.stdout,
+                                                 "stderr": proc.stderr}))
+    return Graded.read(folder, graded.lesson)
+
+
+def check_lesson_class(g: Graded, exercises: dict[str, float], wrong_id: str, diagnosis: str) -> None:
+    """What grading :func:`lesson_class` must give: every exercise with its points; the solution full marks (and
+    its notebook run in the grader's kernel without trouble); the untouched notebook nothing, with a feedback
+    page that says why; the known mistake loses exactly its exercise, and the feedback names the mistake."""
+    assert g.returncode == 0, g.stderr[-3000:]
+    full = sum(exercises.values())
+    assert {k: float(r["max_score"]) for k, r in g.by["alice"].items()} == exercises
+    assert all(r["status"] == "passed" for r in g.by["alice"].values()) and g.total("alice") == full
+    assert g.totals["alice"]["status"] == "ok", g.totals["alice"]
+    assert g.total("bob") == 0 and {r["status"] for r in g.by["bob"].values()} <= {"failed", "error"}
+    page = g.page("bob")
+    assert f"0 / {full:g} points" in page and "not implemented yet" in page
+    wrong = g.by["carol"][wrong_id]
+    assert wrong["status"] == "failed" and float(wrong["score"]) == 0
+    assert g.total("carol") == full - exercises[wrong_id]
+    assert diagnosis in g.page("carol")
