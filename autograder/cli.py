@@ -52,7 +52,7 @@ def _grade(args) -> int:
     except (SandboxUnavailable, InsecureScheduler, ConnectionError) as e:
         print(str(e), file=sys.stderr)
         return 2
-    per = defaultdict(lambda: [0.0, 0.0])
+    per: defaultdict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
     for r in rows:
         per[(r.student_id, r.lesson)][0] += r.score
         per[(r.student_id, r.lesson)][1] += r.max_score
@@ -69,7 +69,7 @@ def _grade(args) -> int:
         by_worker = defaultdict(list)
         for r in refused:
             by_worker[(r["worker"], r["reason"])].append(f"{r['student_id']}/{r['lesson']}")
-        for (worker, reason), subs in by_worker.items():
+        for (_worker, reason), subs in by_worker.items():
             print(f"{reason} Not graded: {', '.join(subs)}.", file=sys.stderr)
         unsent = stats.get("unsent", 0)
         print(f"{len(refused) + unsent} submission(s) were not graded because workers refused them (above)"
@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--lesson", action="append", help="grade only this lesson (repeatable)")
     g.add_argument("--profile", default="ci", choices=["ci", "cpu", "gpu"], help="course profile the notebooks run in")
     g.add_argument("--timeout", type=int, default=None,
-                   help="per-cell time limit in seconds (default: the lesson's own, see autograder/grade.py CELL_TIMEOUTS)")
+                   help="per-cell time limit in seconds "
+                        "(default: the lesson's own, see autograder/grade.py CELL_TIMEOUTS)")
     g.add_argument("--memory", type=int, default=6000, help="memory limit per kernel in MB (0: none; default 6000)")
     g.add_argument("--output-limit", type=float, default=2.0, help="MB of output kept per cell (default 2)")
     g.add_argument("--output-budget", type=float, default=20.0,

@@ -213,7 +213,7 @@ def _loopback(host: str) -> bool:
         found = {info[4][0] for info in socket.getaddrinfo(host, None)}
     except OSError:
         return False
-    return bool(found) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in found)
+    return bool(found) and all(ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in found)
 
 
 def check_address(address: str, security=None) -> None:
@@ -248,7 +248,7 @@ def security(ca_file: str | None, cert: str | None, key: str | None):
     if len(given) != 3:
         raise InsecureScheduler("TLS needs all three of --tls-ca-file, --tls-cert and --tls-key.")
     for path in (ca_file, cert, key):
-        if not Path(path).is_file():
+        if path is None or not Path(path).is_file():
             raise InsecureScheduler(f"{path}: no such file.")
     from distributed import Security
 
@@ -290,7 +290,8 @@ class DaskEngine(Engine):
         self.log = log
         self.gpu = profile == "gpu"
         self.avoided: set[str] = set()
-        self._seen, self._seen_at, self._busy, self._busy_at = [], 0.0, 0, 0.0
+        self._seen: list[str] = []
+        self._seen_at, self._busy, self._busy_at = 0.0, 0, 0.0
         self._waiting_said = False
         if scheduler.startswith("local:"):
             from distributed import LocalCluster
@@ -322,14 +323,14 @@ class DaskEngine(Engine):
                                       "Dask).") from None
             self._allow_one_failure()
             self.name = f"Dask scheduler {scheduler}"
-        kwargs = {"pure": False}
+        kwargs: dict[str, object] = {"pure": False}
         if self.gpu:
             kwargs["resources"] = {"GPU": 1}
         self.executor = self.client.get_executor(**kwargs)
 
     @property
     def scheduler_address(self) -> str:
-        return self.client.scheduler.address
+        return str(getattr(self.client.scheduler, "address", ""))
 
     def _allow_one_failure(self) -> None:
         """A task is retried once when its worker dies; a second death makes it ``KilledWorker`` (graded

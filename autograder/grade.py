@@ -20,6 +20,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import nbformat
 
@@ -165,7 +166,8 @@ def score(sub: Submission, source: nbformat.NotebookNode, verdicts: dict) -> lis
     rows = []
     for ex in notebooks.exercises(source):
         v = verdicts.get(ex.id)
-        status, msg = (v.status, v.message) if v is not None else (Status.ERROR, "the grader did not judge this exercise.")
+        status, msg = ((v.status, v.message) if v is not None
+                       else (Status.ERROR, "the grader did not judge this exercise."))
         pts = ex.points if status == Status.PASSED else 0.0
         rows.append(Row(sub.student_id, sub.lesson, ex.id, pts, ex.points, str(status), msg,
                         v.mistake if v is not None else ""))
@@ -356,7 +358,7 @@ def make_task(sub: Submission, opts: Options, versions: dict) -> dict:
     the options and the course versions the worker must have."""
     from autograder.read import MAX_NOTEBOOK_BYTES, read_bytes, student_files
 
-    task = {"student_id": sub.student_id, "lesson": sub.lesson, "problem": sub.problem, "name": None,
+    task: dict[str, Any] = {"student_id": sub.student_id, "lesson": sub.lesson, "problem": sub.problem, "name": None,
             "notebook": None, "unreadable": "", "files": {}, "left_out": [], "options": asdict(opts),
             "versions": versions}
     if sub.problem or sub.path is None:
@@ -548,12 +550,14 @@ def grade_all(root: Path, out: Path, workers: int = 1, lessons: list[str] | None
         engine = cluster.open_engine(scheduler, workers, len(todo), profile=opts.profile, security=security,
                                      log=tqdm.write if progress else (lambda *_: None))
         stats["engine"] = engine.describe()
-        if scheduler:
+        if isinstance(engine, cluster.DaskEngine):
             stats["scheduler"] = engine.scheduler_address
         if progress and scheduler:
             tqdm.write(f"grading on {stats['engine']}")
     try:
-        queue, pending, stopped = deque(todo), {}, None
+        queue = deque(todo)
+        pending: dict = {}
+        stopped: Exception | None = None
         t0 = time.perf_counter()
         while engine is not None and (queue or pending):
             try:

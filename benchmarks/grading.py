@@ -133,7 +133,8 @@ def main(argv=None) -> int:
     base = Path(args.keep or tempfile.mkdtemp(prefix="bench-grading-"))
     subs = base / "class"
     kinds = make_class(subs, args.lesson, n)
-    print(f"class: {n} submissions of {args.lesson} ({', '.join(f'{k}: {list(kinds.values()).count(k)}' for k in sorted(set(kinds.values())))}), "
+    mix = ", ".join(f"{k}: {list(kinds.values()).count(k)}" for k in sorted(set(kinds.values())))
+    print(f"class: {n} submissions of {args.lesson} ({mix}), "
           f"profile {args.profile}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
 
     results, journal, medians = {}, None, {}
@@ -148,7 +149,8 @@ def main(argv=None) -> int:
         results[variant] = (wall, workers, work, wait)
         journal = journal or out
         print(f"autograder {variant}: {wall:.1f} s wall, {wall / n:.2f} s per notebook; student cells "
-              f"{work / n:.2f} s per notebook; overhead beyond them {(wall * workers - work) / n:.2f} worker-s per notebook "
+              f"{work / n:.2f} s per notebook; "
+              f"overhead beyond them {(wall * workers - work) / n:.2f} worker-s per notebook "
               f"(waiting for a ready kernel {wait / n:.2f} s); load average {os.getloadavg()[0]:.1f}")
         print("  " + _overhead_breakdown(entries))
         medians[variant] = _median([e["total_seconds"] for e in entries if e.get("seconds", 0) > 0])
@@ -174,7 +176,8 @@ def main(argv=None) -> int:
 
         students = {s: subs / s / args.lesson / f"{args.lesson}.ipynb" for s in kinds}
         totals, wall = autograde(base / "nbgrader-course", args.lesson, students, env=env)
-        print(f"nbgrader autograde (serial): {wall:.1f} s wall, {wall / n:.2f} s per notebook; load average {os.getloadavg()[0]:.1f}")
+        print(f"nbgrader autograde (serial): {wall:.1f} s wall, {wall / n:.2f} s per notebook; "
+              f"load average {os.getloadavg()[0]:.1f}")
         if results:
             first = next(iter(results))
             fwall, fworkers, work, _ = results[first]
@@ -187,7 +190,8 @@ def main(argv=None) -> int:
             ours = {r["student_id"]: float(r["score"]) for r in csv.DictReader(open(journal / "totals.csv"))}
             same = sum(1 for s in ours if s in totals and abs(ours[s] - totals[s]) < 1e-9)
             print(f"  totals equal to nbgrader export for {same} of {len(ours)} students"
-                  + ("" if same == len(ours) else f"; differ: {sorted(s for s in ours if abs(ours[s] - totals.get(s, -1)) > 1e-9)}"))
+                  + ("" if same == len(ours)
+                     else f"; differ: {sorted(s for s in ours if abs(ours[s] - totals.get(s, -1)) > 1e-9)}"))
     print(f"files in {base}")
     return 0
 
