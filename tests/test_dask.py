@@ -159,7 +159,13 @@ def _journal(out: Path) -> list[dict]:
 
 
 def _outputs(out: Path) -> dict:
-    return {name: (out / name).read_text() for name in ("grades.csv", "totals.csv", "report.html")}
+    """grades.csv, totals.csv and the report. The report's diagnoses keep their status and count, not their words:
+    a function that never returns is stopped either by its case's CPU-time limit or, on a loaded machine, by the
+    judging process's wall-clock limit, and the two say it differently, whatever runs the task."""
+    files = {name: (out / name).read_text() for name in ("grades.csv", "totals.csv", "report.html")}
+    files["report.html"] = re.sub(r"<td>(\d+)</td><td>(\w+): [^<]*</td>", r"<td>\1</td><td>\2</td>",
+                                  files["report.html"])
+    return files
 
 
 def _page(out: Path, student: str) -> str:
