@@ -18,23 +18,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-import nbformat  # noqa: E402
 import test_grade_cheating as t  # noqa: E402
 
 from autograder import grade, notebooks  # noqa: E402
 
+from grading import write_short_course  # noqa: E402
+
 
 def short_lesson(base: Path) -> None:
     """SOLUTIONS/LESSONS pointing at the tests' short copy of lesson 06 (as their fixture does)."""
-    for folder, path in (("solutions", notebooks.source_path(t.LESSON)), ("lessons", notebooks.release_path(t.LESSON))):
-        dest = base / folder / t.LESSON / f"{t.LESSON}.ipynb"
-        dest.parent.mkdir(parents=True)
-        nbformat.write(t._short(nbformat.read(path, as_version=4)), dest)
-    for other in notebooks.lessons():
-        if other != t.LESSON:
-            (base / "solutions" / other).symlink_to(notebooks.SOLUTIONS / other)
-            (base / "lessons" / other).symlink_to(notebooks.LESSONS / other)
-    notebooks.SOLUTIONS, notebooks.LESSONS = base / "solutions", base / "lessons"
+    notebooks.SOLUTIONS, notebooks.LESSONS = write_short_course(base, t.LESSON, t._short)
 
 
 def main() -> None:

@@ -176,3 +176,22 @@ def check_lesson_class(g: Graded, exercises: dict[str, float], wrong_id: str, di
     assert wrong["status"] == "failed" and float(wrong["score"]) == 0
     assert g.total("carol") == full - exercises[wrong_id]
     assert diagnosis in g.page("carol")
+
+
+def write_short_course(base: Path, lesson: str, shorten) -> tuple[Path, Path]:
+    """A course folder under ``base`` whose ``lesson`` is ``shorten(notebook)`` (source and student version) and
+    whose other lessons are the real ones (links, so that another lesson's notebook is still recognised);
+    returns its solutions and lessons folders, for ``notebooks.SOLUTIONS`` and ``notebooks.LESSONS``."""
+    import nbformat
+
+    from autograder import notebooks
+
+    for folder, path in (("solutions", notebooks.source_path(lesson)), ("lessons", notebooks.release_path(lesson))):
+        dest = base / folder / lesson / f"{lesson}.ipynb"
+        dest.parent.mkdir(parents=True)
+        nbformat.write(shorten(nbformat.read(path, as_version=4)), dest)
+    for other in notebooks.lessons():
+        if other != lesson:
+            (base / "solutions" / other).symlink_to(notebooks.SOLUTIONS / other)
+            (base / "lessons" / other).symlink_to(notebooks.LESSONS / other)
+    return base / "solutions", base / "lessons"

@@ -27,6 +27,8 @@ import pytest
 
 from autograder import cli, cluster, grade, notebooks
 
+from grading import write_short_course
+
 LESSON = "06_fill_level"
 ROOT = Path(__file__).resolve().parent.parent
 DASK = str(Path(sys.executable).parent / "dask")
@@ -97,14 +99,7 @@ def _free_ports(n: int) -> list[int]:
 def course(tmp_path_factory):
     """The short lesson, seen by this process (monkeypatch) and by every process it starts (sitecustomize)."""
     base = tmp_path_factory.mktemp("course")
-    for folder, path in (("solutions", notebooks.source_path(LESSON)), ("lessons", notebooks.release_path(LESSON))):
-        dest = base / folder / LESSON / f"{LESSON}.ipynb"
-        dest.parent.mkdir(parents=True)
-        nbformat.write(_short(nbformat.read(path, as_version=4)), dest)
-    for other in notebooks.lessons():  # the other lessons as they are, to recognise their notebooks
-        if other != LESSON:
-            (base / "solutions" / other).symlink_to(notebooks.SOLUTIONS / other)
-            (base / "lessons" / other).symlink_to(notebooks.LESSONS / other)
+    write_short_course(base, LESSON, _short)
     site = base / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITE)

@@ -22,6 +22,8 @@ import torch
 
 from autograder import grade, judge, notebooks
 
+from grading import write_short_course
+
 LESSON = "06_fill_level"
 ROOT = Path(__file__).resolve().parent.parent
 # The cells of lesson 06 that a short lesson keeps: setup, and each exercise with its
@@ -230,17 +232,10 @@ def _students():
 def short_lesson(tmp_path_factory):
     """SOLUTIONS/LESSONS pointing at a short copy of lesson 06, in this process."""
     base = tmp_path_factory.mktemp("course")
-    for folder, path in (("solutions", notebooks.source_path(LESSON)), ("lessons", notebooks.release_path(LESSON))):
-        dest = base / folder / LESSON / f"{LESSON}.ipynb"
-        dest.parent.mkdir(parents=True)
-        nbformat.write(_short(nbformat.read(path, as_version=4)), dest)
-    for other in notebooks.lessons():  # the other lessons as they are, to recognise their notebooks
-        if other != LESSON:
-            (base / "solutions" / other).symlink_to(notebooks.SOLUTIONS / other)
-            (base / "lessons" / other).symlink_to(notebooks.LESSONS / other)
+    solutions, lessons = write_short_course(base, LESSON, _short)
     mp = pytest.MonkeyPatch()
-    mp.setattr(notebooks, "SOLUTIONS", base / "solutions")
-    mp.setattr(notebooks, "LESSONS", base / "lessons")
+    mp.setattr(notebooks, "SOLUTIONS", solutions)
+    mp.setattr(notebooks, "LESSONS", lessons)
     yield base
     mp.undo()
 
