@@ -27,7 +27,7 @@ from grading import write_short_course  # noqa: E402
 
 def short_lesson(base: Path) -> None:
     """SOLUTIONS/LESSONS pointing at the tests' short copy of lesson 06 (as their fixture does)."""
-    notebooks.SOLUTIONS, notebooks.LESSONS = write_short_course(base, t.LESSON, t._short)
+    notebooks.SOLUTIONS, notebooks.LESSONS = write_short_course(base, t.LESSON, t.KEEP)
 
 
 def main() -> None:

@@ -178,10 +178,28 @@ def check_lesson_class(g: Graded, exercises: dict[str, float], wrong_id: str, di
     assert diagnosis in g.page("carol")
 
 
-def write_short_course(base: Path, lesson: str, shorten) -> tuple[Path, Path]:
-    """A course folder under ``base`` whose ``lesson`` is ``shorten(notebook)`` (source and student version) and
-    whose other lessons are the real ones (links, so that another lesson's notebook is still recognised);
-    returns its solutions and lessons folders, for ``notebooks.SOLUTIONS`` and ``notebooks.LESSONS``."""
+def short_notebook(nb, keep):
+    """The notebook cut down to the exercises in ``keep`` (each: solution, self-check, test) after its first cell."""
+    import copy
+
+    from autograder import notebooks
+
+    def kept(cell):
+        gid = notebooks.grade_id(cell)
+        if gid:
+            return gid.removesuffix("_test") in keep
+        return any(f"check('{ex}', {ex})" in cell.source for ex in keep)
+
+    out = copy.deepcopy(nb)
+    out.cells = [copy.deepcopy(nb.cells[0])] + [copy.deepcopy(c) for c in nb.cells if kept(c)]
+    return out
+
+
+def write_short_course(base: Path, lesson: str, keep) -> tuple[Path, Path]:
+    """A course folder under ``base`` whose ``lesson`` keeps only the exercises in ``keep`` (source and student
+    version, :func:`short_notebook`) and whose other lessons are the real ones (links, so that another lesson's
+    notebook is still recognised); returns its solutions and lessons folders, for ``notebooks.SOLUTIONS`` and
+    ``notebooks.LESSONS``."""
     import nbformat
 
     from autograder import notebooks
@@ -189,7 +207,7 @@ def write_short_course(base: Path, lesson: str, shorten) -> tuple[Path, Path]:
     for folder, path in (("solutions", notebooks.source_path(lesson)), ("lessons", notebooks.release_path(lesson))):
         dest = base / folder / lesson / f"{lesson}.ipynb"
         dest.parent.mkdir(parents=True)
-        nbformat.write(shorten(nbformat.read(path, as_version=4)), dest)
+        nbformat.write(short_notebook(nbformat.read(path, as_version=4), keep), dest)
     for other in notebooks.lessons():
         if other != lesson:
             (base / "solutions" / other).symlink_to(notebooks.SOLUTIONS / other)

@@ -72,19 +72,6 @@ if _base:
 OPTS = grade.Options(profile="ci", memory_mb=3000)
 
 
-def _short(nb):
-    """Lesson 06 cut down to the exercises in KEEP (each: solution, self-check, test)."""
-    def kept(cell):
-        gid = notebooks.grade_id(cell)
-        if gid:
-            return gid.removesuffix("_test") in KEEP
-        return any(f"check('{ex}', {ex})" in cell.source for ex in KEEP)
-
-    out = copy.deepcopy(nb)
-    out.cells = [copy.deepcopy(nb.cells[0])] + [copy.deepcopy(c) for c in nb.cells if kept(c)]
-    return out
-
-
 def _free_ports(n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]
     for s in socks:
@@ -99,7 +86,7 @@ def _free_ports(n: int) -> list[int]:
 def course(tmp_path_factory):
     """The short lesson, seen by this process (monkeypatch) and by every process it starts (sitecustomize)."""
     base = tmp_path_factory.mktemp("course")
-    write_short_course(base, LESSON, _short)
+    write_short_course(base, LESSON, KEEP)
     site = base / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITE)

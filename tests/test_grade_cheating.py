@@ -33,19 +33,6 @@ WRONG_LOSS = "def fill_l1_loss(pred, target):\n    return torch.abs(pred - targe
 MARKER = "vwb-background-marker-7f3a"  # in the command line of every process a cheat leaves behind
 
 
-def _short(nb):
-    """Lesson 06 cut down to the exercises in KEEP (each: solution, self-check, test)."""
-    def kept(cell):
-        gid = notebooks.grade_id(cell)
-        if gid:
-            return gid.removesuffix("_test") in KEEP
-        return any(f"check('{ex}', {ex})" in cell.source for ex in KEEP)
-
-    out = copy.deepcopy(nb)
-    out.cells = [copy.deepcopy(nb.cells[0])] + [copy.deepcopy(c) for c in nb.cells if kept(c)]
-    return out
-
-
 def _solution():
     return notebooks.read(notebooks.source_path(LESSON))
 
@@ -232,7 +219,7 @@ def _students():
 def short_lesson(tmp_path_factory):
     """SOLUTIONS/LESSONS pointing at a short copy of lesson 06, in this process."""
     base = tmp_path_factory.mktemp("course")
-    solutions, lessons = write_short_course(base, LESSON, _short)
+    solutions, lessons = write_short_course(base, LESSON, KEEP)
     mp = pytest.MonkeyPatch()
     mp.setattr(notebooks, "SOLUTIONS", solutions)
     mp.setattr(notebooks, "LESSONS", lessons)
