@@ -69,6 +69,8 @@ class Options:
     last: bool = False  # no submission follows in this worker: start no spare kernel
     sandbox: bool = True  # False only with --no-sandbox: grades made without one say so
     run_notebook: bool = True  # run the notebook for the feedback page (the grade never depends on it)
+    # Every student id of the class: a widget answer right only for one of theirs is flagged (see judge_answer).
+    classmates: tuple = ()
 
 
 # Per-cell time limits in seconds, per lesson and profile; a lesson's source notebook can
@@ -162,13 +164,14 @@ def restore(student: nbformat.NotebookNode, source: nbformat.NotebookNode,
 # --------------------------------------------------------------------------------- score
 
 def score(sub: Submission, source: nbformat.NotebookNode, verdicts: dict) -> list[Row]:
-    """One row per exercise, from the judge's verdicts alone: points only for ``passed``."""
+    """One row per exercise, from the judge's verdicts alone: all the points for ``passed``, a capstone's band's
+    share of them, none otherwise."""
     rows = []
     for ex in notebooks.exercises(source):
         v = verdicts.get(ex.id)
         status, msg = ((v.status, v.message) if v is not None
                        else (Status.ERROR, "the grader did not judge this exercise."))
-        pts = ex.points if status == Status.PASSED else 0.0
+        pts = round(ex.points * v.share, 2) if v is not None else 0.0
         rows.append(Row(sub.student_id, sub.lesson, ex.id, pts, ex.points, str(status), msg,
                         v.mistake if v is not None else ""))
     return rows
@@ -291,7 +294,8 @@ def grade_one(sub: Submission, out: Path | None, opts: Options, info: dict | Non
     nb = restored.nb
     strip_widget_state(nb)
     t_judge = time.perf_counter()
-    verdicts = judge.judge_submission(nb, source, _judging(opts, source))
+    verdicts = judge.judge_submission(nb, source, _judging(opts, source), student=sub.student_id,
+                                      classmates=tuple(opts.classmates))
     info["judge_seconds"] = time.perf_counter() - t_judge
     rows = score(sub, source, verdicts)
     shown, run_left_out = None, []
@@ -507,6 +511,7 @@ def grade_all(root: Path, out: Path, workers: int = 1, lessons: list[str] | None
         opts.threads = max(1, (os.cpu_count() or 1) // max(1, n))
     stats = {} if stats is None else stats
     subs = discover(root, lessons)
+    opts = replace(opts, classmates=tuple(sorted({s.student_id for s in subs})))
     journal = Journal(out, fresh=fresh)
     keys = {(s.student_id, s.lesson): submission_key(s, opts) for s in subs}
     todo = [s for s in subs if journal.done(s, keys[(s.student_id, s.lesson)]) is None]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import compileall
+import dataclasses
 import hashlib
 import io
 import json
@@ -34,7 +35,7 @@ import tempfile
 import time
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,13 @@ class Verdict:
     message: str = ""
     seconds: float = 0.0
     mistake: str = ""  # the known mistake the answer matches (its name in the spec), for the class report
+    fraction: float = -1.0  # the share of the points earned (a capstone's band); -1: all when passed, else none
+
+    @property
+    def share(self) -> float:
+        if self.fraction >= 0:
+            return self.fraction
+        return 1.0 if self.status == Status.PASSED else 0.0
 
 
 @dataclass
@@ -548,10 +556,15 @@ def judge_one(task: Task, spec, nb_defs, setup_source: str, judging: Judging, se
         sb = Unsandboxed(private=private, memory_bytes=memory)
     try:
         sb.prepare()
-        cases = hidden_cases(spec, seed, folder=private / "cases")
-        torch.save(cases, private / "cases.pt")
-        expected, ref_seconds = _time_reference(spec, cases)
-        limits = [max(MIN_CASE_SECONDS, REF_FACTOR * s) for s in ref_seconds]
+        cases = hidden_cases(spec, seed, folder=private / "cases", profile=judging.profile)
+        # A capstone's held-out labels stay here: the judging process gets the inputs only.
+        torch.save([dataclasses.replace(c, secret=None) for c in cases], private / "cases.pt")
+        if spec.seconds:  # a capstone trains: its budget is the profile's, not a multiple of the reference's
+            expected = [None] * len(cases)
+            limits = [float(spec.seconds.get(judging.profile) or max(spec.seconds.values()))] * len(cases)
+        else:
+            expected, ref_seconds = _time_reference(spec, cases)
+            limits = [max(MIN_CASE_SECONDS, REF_FACTOR * s) for s in ref_seconds]
         topic = spec.module.removesuffix("_checks")
         statements, _ = nb_defs
         request = {"exercise": task.id, "name": task.name, "topic": topic, "setup": setup_source,
@@ -652,13 +665,15 @@ def _decide(task, spec, private, cases, expected, trips, timed_out, oom, proc, j
         why = observed.get("why", "") if type(observed) is dict else ""
         return Verdict(Status.FAILED, f"✗ {task.id}: your answer could not be sent as plain data ({why}).{note}")
     try:
-        verdict = judge_observations(spec, cases, observed, expected=expected)
+        verdict = judge_observations(spec, cases, observed, expected=expected, profile=judging.profile)
     except Exception as e:
         return Verdict(Status.ERROR, f"the grader could not judge {task.id}: {type(e).__name__}: {e}")
     if verdict.passed:
-        return Verdict(Status.PASSED)
+        # A capstone's pass still says which metric it reached; a small function's needs no words.
+        return Verdict(Status.PASSED, verdict.message if spec.bands is not None else "")
     raised = [o for o in observed.get("observations") or [] if type(o) is dict and o.get("timeout")]
-    return Verdict(Status.TIMEOUT if raised else Status.FAILED, verdict.message + note, mistake=verdict.mistake)
+    return Verdict(Status.TIMEOUT if raised else Status.FAILED, verdict.message + note, mistake=verdict.mistake,
+                   fraction=verdict.fraction)
 
 
 def _child_env(judging: Judging) -> dict:
@@ -673,23 +688,36 @@ def _short_tmp() -> str:
     return "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
 
 
-def judge_answer(task: Task, spec, nb) -> Verdict:
+def judge_answer(task: Task, spec, nb, student: str = "", classmates: Sequence[str] = ()) -> Verdict:
+    """A widget answer, read as a literal and judged against ``student``'s own target; an answer that is
+    right only for a classmate's target is flagged for review (it was passed around), never scored."""
     from course_lib.checks import judge_observations, to_portable
+    from course_lib.common import OFFLINE_STUDENT
 
     value, why = answer_value(nb, task.id, task.name)
     if why:
         return Verdict(Status.FAILED, f"✗ {task.id}: {why}")
+    who = student or OFFLINE_STUDENT
     try:
         observed = {"portable": True, "kind": "answer", "value": to_portable(value)}
-        result = judge_observations(spec, [], observed)
+        result = judge_observations(spec, [], observed, student=who)
     except Exception as e:
         return Verdict(Status.FAILED, f"✗ {task.id}: your answer could not be read ({type(e).__name__}: {e}).")
-    return Verdict(Status.PASSED) if result.passed else Verdict(Status.FAILED, result.message, mistake=result.mistake)
+    if result.passed:
+        return Verdict(Status.PASSED)
+    if spec.target is not None:
+        for other in (*(c for c in classmates if c != who), OFFLINE_STUDENT):
+            if other != who and judge_observations(spec, [], observed, student=other).passed:
+                return Verdict(Status.FLAGGED, f"✗ {task.id}: your answer is right for another student's version "
+                                               "of this exercise, not for yours (each student's widget draws its own "
+                                               "target): an instructor will review it.", mistake=f"answer_of:{other}")
+    return Verdict(Status.FAILED, result.message, mistake=result.mistake)
 
 
 def judge_submission(nb: nbformat.NotebookNode, source: nbformat.NotebookNode, judging: Judging,
-                     seed: int | None = None) -> dict[str, Verdict]:
-    """A verdict for every exercise of the lesson (see the module docstring). ``seed``: secret, drawn here."""
+                     seed: int | None = None, student: str = "", classmates: Sequence[str] = ()) -> dict[str, Verdict]:
+    """A verdict for every exercise of the lesson (see the module docstring). ``seed``: secret, drawn here;
+    ``student``/``classmates``: whose widget targets the answers are judged against (see :func:`judge_answer`)."""
     from course_lib.checks import get_spec
 
     seed = secrets.randbits(62) if seed is None else seed
@@ -707,7 +735,7 @@ def judge_submission(nb: nbformat.NotebookNode, source: nbformat.NotebookNode, j
             out[task.id] = Verdict(Status.ERROR, str(e))
             continue
         if spec.kind == "answer":
-            out[task.id] = judge_answer(task, spec, nb)
+            out[task.id] = judge_answer(task, spec, nb, student, classmates)
             continue
         broken = defs[1].get(solution_cells.get(task.id, -1))
         ex_seed = (seed + zlib.crc32(task.id.encode())) % (1 << 62)

@@ -671,6 +671,7 @@ def kernel_env(opts) -> dict:
     secret of the grader's reaches a student's process. pytest renames PYTEST_CURRENT_TEST for every test; it
     is not passed, so the kernel environment (a pool's key) stays the same."""
     env = {k: v for k, v in os.environ.items() if k in ENV_NAMES or k.startswith(ENV_PREFIXES)}
+    env.pop("COURSE_STUDENT", None)  # the instructor's own identity is nobody's target
     return {**env, "COURSE_PROFILE": opts.profile, "COURSE_GRADING": "1",
             **_thread_env(opts.threads), **opts.extra_env}
 

@@ -57,6 +57,9 @@ class Case:
     args: tuple = ()
     kwargs: dict = field(default_factory=dict)
     label: str = ""
+    # What the judge needs and the student's process must never see (a capstone's held-out labels): the
+    # grader strips it before the case leaves its process (see autograder.judge).
+    secret: Any = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,71 @@ class Mistake:
 
 
 Judge = Callable[[Case, Any, Any], "str | None"]
+
+# The kinds of promise an exercise's instructions make, each held by hidden cases (tests/contracts.py breaks the
+# reference in each way and the check must notice):
+#   shape          argument ``arg`` may come in each of the forms ``values`` (their ndim), e.g. pred [B] or [B, 1]
+#   optional       the optional argument ``arg`` is honoured (the cases pass it with other values than its default)
+#   unchanged      the input ``arg`` is left as it was (no in-place edit)
+#   mode           a model passed in is handed back in the mode it came in (train/eval)
+#   differentiable the result stays on the autograd graph of the inputs
+#   range          every value of the result lies in ``values`` = (low, high)
+#   exact          the values are exact: a result off by a small constant fails
+#   zero_grad      a training loop zeroes the gradients before each backward pass
+#   behaviour      a sentence about what the result does, judged by behaviour (no generic breaker)
+CLAUSE_KINDS = ("shape", "optional", "unchanged", "mode", "differentiable", "range", "exact", "zero_grad",
+                "behaviour")
+
+
+@dataclass(frozen=True)
+class Clause:
+    """One promise of an exercise, in the words its instructions use (``text`` appears there verbatim)."""
+
+    kind: str
+    text: str
+    arg: str | None = None
+    values: tuple = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in CLAUSE_KINDS:
+            raise ValueError(f"unknown clause kind {self.kind!r}: use one of {', '.join(CLAUSE_KINDS)}")
+
+    @property
+    def name(self) -> str:
+        """How the class report counts it: ``contract:<kind>`` (with the argument when there is one)."""
+        return f"contract:{self.kind}" + (f":{self.arg}" if self.arg else "")
+
+
+@dataclass(frozen=True)
+class Bands:
+    """Partial credit for a capstone, from a metric measured on held-out data.
+
+    ``edges[profile]`` are the metric's thresholds, best first: reaching ``edges[p][k]`` (at most it when
+    ``higher_is_better`` is False) earns ``fractions[k]`` of the points; below the last edge, nothing.
+    """
+
+    metric: str
+    higher_is_better: bool
+    edges: dict[str, tuple[float, ...]]
+    fractions: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        for profile, edges in self.edges.items():
+            if len(edges) != len(self.fractions):
+                raise ValueError(f"{profile}: {len(edges)} edges for {len(self.fractions)} fractions")
+
+    def fraction(self, value: float, profile: str) -> tuple[float, int]:
+        """The share of the points ``value`` earns in ``profile`` and its band (0: the top; len: the lowest)."""
+        edges = self.edges.get(profile) or self.edges["cpu"]
+        for k, (edge, frac) in enumerate(zip(edges, self.fractions)):
+            if value == value and (value >= edge if self.higher_is_better else value <= edge):  # NaN: no band
+                return frac, k
+        return 0.0, len(edges)
+
+    def describe(self, profile: str) -> str:
+        edges = self.edges.get(profile) or self.edges["cpu"]
+        sign = "≥" if self.higher_is_better else "≤"
+        return ", ".join(f"{sign} {e:g}: {f:.0%}" for e, f in zip(edges, self.fractions)) + ", else 0"
 
 
 @dataclass
@@ -103,6 +171,23 @@ class Spec:
     # Dotted names of library functions that do this exercise's whole job (fastai's or
     # torch's): a student function that calls one is flagged by the autograder, not graded.
     forbidden: tuple[str, ...] = ()
+    # The promises the instructions make, as data (see Clause): tests compare them with the notebook's text and
+    # break the reference in each way, and the judging process probes the generic ones on every case.
+    contract: tuple[Clause, ...] = ()
+    # A capstone: the one case trains and predicts on held-out data (its labels in ``Case.secret``); ``measure``
+    # turns the answer into the metric and ``bands`` into partial credit; ``seconds[profile]`` bounds the case
+    # (CPU seconds) instead of a multiple of the reference's time, and ``diagnose(case, got)`` names a known
+    # mistake from what was observed, where running every mistake's own training would cost minutes.
+    bands: Bands | None = None
+    measure: Callable[[Case, Any], float] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    diagnose: Callable[[Case, Any], "Mistake | None"] | None = None
+    # An answer exercise whose right answer depends on the student (see course_lib.common.student_id):
+    # ``target(student)`` is what the judge gets as ``expected``, so two students' answers differ.
+    target: Callable[[str], Any] | None = None
+
+    def clauses(self, kind: str) -> list[Clause]:
+        return [c for c in self.contract if c.kind == kind]
 
     def run(self, fn: Callable[..., Any], case: Case) -> Any:
         """What ``fn`` does on ``case``: its return value, or what ``observe`` reports."""
@@ -123,6 +208,11 @@ class CheckResult:
     n_cases: int
     message: str
     mistake: str = ""  # the name of the known mistake the answer matches, for the class report
+    fraction: float = -1.0  # the share of the points (a capstone's band); -1: all when passed, else none
+
+    @property
+    def share(self) -> float:
+        return self.fraction if self.fraction >= 0 else float(self.passed)
 
     def __bool__(self) -> bool:
         return self.passed
@@ -246,7 +336,9 @@ def compare(got: Any, expected: Any, rtol: float = 1e-4, atol: float = 1e-5, exa
 def _clone(x: Any) -> Any:
     """A deep copy of case arguments, so a student's in-place edit cannot poison later cases."""
     if isinstance(x, torch.Tensor):
-        return x.detach().clone()
+        c = x.detach().clone()
+        # A leaf that asks for gradients keeps asking: it is how a case tests that a result is differentiable.
+        return c.requires_grad_() if x.requires_grad and c.is_floating_point() else c
     if isinstance(x, torch.nn.Module):
         return x  # models are shared on purpose: judges look at what the function did to them
     if isinstance(x, (tuple, list)):
@@ -265,28 +357,49 @@ def _global_names(code: types.CodeType) -> set[str]:
     return names
 
 
-def isolate(fn: Callable, ids: Iterable[str]) -> Callable:
-    """``fn`` with every call to another exercise replaced by that exercise's reference.
+@contextlib.contextmanager
+def isolated(fn: Callable, ids: Iterable[str], own: str = "") -> Iterator[Callable]:
+    """Within it, every other exercise ``fn`` can reach is that exercise's reference.
 
-    So each exercise is graded on its own: a wrong ``make_fill_image`` costs its own
-    points once, not again in every exercise that calls it.
+    So each exercise is graded on its own: a wrong ``make_fill_image`` costs its own points once, not
+    again in every exercise that calls it, whether directly, through a helper of the student's (the
+    names of ``fn``'s module, which its helpers share) or through a default argument bound at ``def``
+    time. Everything is put back on the way out: in a kernel, the namespace is the student's.
     """
-    if not isinstance(fn, types.FunctionType):
-        return fn
-    names = _global_names(fn.__code__) & set(ids)
-    names.discard(fn.__name__)
-    if not names:
-        return fn
+    glb = getattr(fn, "__globals__", None)
+    if not isinstance(fn, types.FunctionType) or not isinstance(glb, dict):
+        yield fn
+        return
     specs = registry()
-    glb = dict(fn.__globals__)
-    for name in names:
-        ref = specs[name].reference
+    swapped: dict[str, Any] = {}
+    by_object: dict[int, Any] = {}
+    for name in set(ids) - {own}:
+        ref = specs[name].reference if name in specs else None
         # A reference hidden from the judging process (the exercise being judged) is never substituted.
-        if ref is not None and not getattr(ref, "__course_stub__", False):
-            glb[name] = ref
-    new = types.FunctionType(fn.__code__, glb, fn.__name__, fn.__defaults__, fn.__closure__)
-    new.__kwdefaults__ = fn.__kwdefaults__
-    return new
+        if ref is None or getattr(ref, "__course_stub__", False) or name not in glb or glb[name] is ref:
+            continue
+        swapped[name] = glb[name]
+        by_object[id(glb[name])] = ref
+    defaults: list[tuple[types.FunctionType, Any, Any]] = []
+    if by_object:
+        for value in list(glb.values()):
+            if not isinstance(value, types.FunctionType) or value.__globals__ is not glb:
+                continue
+            d, kw = value.__defaults__, value.__kwdefaults__
+            new_d = tuple(by_object.get(id(v), v) for v in d) if d else d
+            new_kw = {k: by_object.get(id(v), v) for k, v in kw.items()} if kw else kw
+            if new_d != d or new_kw != kw:
+                defaults.append((value, d, kw))
+                value.__defaults__, value.__kwdefaults__ = new_d, new_kw
+    try:
+        for name in swapped:
+            glb[name] = specs[name].reference
+        yield fn
+    finally:
+        for value, d, kw in defaults:
+            value.__defaults__, value.__kwdefaults__ = d, kw
+        for name, student in swapped.items():
+            glb[name] = student
 
 
 # ---------------------------------------------------------------------------- checking
@@ -328,9 +441,15 @@ def _judge_of(spec: Spec) -> Judge:
     return spec.judge or (lambda case, got, expected: compare(got, expected))
 
 
-def _answer_result(spec: Spec, judge: Judge, answer: Any) -> CheckResult:
+def _answer_result(spec: Spec, judge: Judge, answer: Any, student: str | None = None) -> CheckResult:
     try:
-        why = judge(Case(), answer, None)
+        if spec.target is not None:
+            from course_lib.common import student_id
+
+            who = student if student is not None else student_id()
+            why = judge(Case(kwargs={"student": who}), answer, spec.target(who))
+        else:
+            why = judge(Case(), answer, None)
     except Exception as e:  # a malformed answer is the student's mistake, not ours
         why = f"could not read your answer ({type(e).__name__}: {e})"
     if why is None:
@@ -354,14 +473,15 @@ def _raised_result(spec: Spec, i: int, where: str, line: str, argument_error: bo
     return CheckResult(spec.id, False, i - 1, msg)
 
 
-def _wrong_result(spec: Spec, i: int, where: str, why: str, case: Case, got: Any, judge: Judge) -> CheckResult:
+def _wrong_result(spec: Spec, i: int, where: str, why: str, case: Case, got: Any, judge: Judge,
+                  fraction: float = -1.0) -> CheckResult:
     lines = [f"✗ {spec.id}: {where}: {why}."]
-    mistake = _diagnose(spec, case, got, judge)
+    mistake = spec.diagnose(case, got) if spec.diagnose is not None else _diagnose(spec, case, got, judge)
     if mistake:
         lines.append(f"  Likely mistake: {mistake.message}")
     elif spec.hint:
         lines.append(f"  Hint: {spec.hint}")
-    return CheckResult(spec.id, False, i - 1, "\n".join(lines), mistake.name if mistake else "")
+    return CheckResult(spec.id, False, i - 1, "\n".join(lines), mistake.name if mistake else "", fraction)
 
 
 def _passed_result(spec: Spec, n: int, device_type: str) -> CheckResult:
@@ -523,41 +643,141 @@ def observe_cases(spec: Spec, obj: Any, cases: Sequence[Case] | None = None,
             return {"portable": False, "why": str(e)}
     if obj is None or not callable(obj):
         return {"portable": True, "kind": "not_callable", "describe": describe(obj)}
-    fn = isolate(obj, registry().keys())
     # The grader makes the cases on its CPU; the student's function runs them on the kernel's
     # device (the GPU when there is one), and the grader is told where each result was left.
     device = torch.device(device) if device is not None else torch.device("cpu")
     out: list[Any] = []
     devices: list[list[str]] = []
-    for case in cases or ():
-        if device.type != "cpu":
-            case = Case(_to_device(case.args, device), _to_device(case.kwargs, device), case.label)
+    probes: list[dict] = []
+    with isolated(obj, registry().keys(), own=spec.id) as fn:
+        for case in cases or ():
+            if device.type != "cpu":
+                case = Case(_to_device(case.args, device), _to_device(case.kwargs, device), case.label)
+            try:
+                with guard(len(out)) if guard is not None else contextlib.nullcontext():
+                    got, probe = _probed_run(spec, fn, case)
+            except (Exception, SystemExit, CaseTimeout) as e:  # whatever stops the call is its result (not Ctrl-C)
+                out.append(_raised(e))
+                break
+            try:
+                out.append(to_portable(got))
+            except NotPortable as e:
+                if not raw:
+                    return {"portable": False, "why": str(e)}
+                out.append(got)
+            devices.append(sorted(_tensor_devices(got)))
+            probes.append(probe)
+    return {"portable": True, "kind": "function", "observations": out, "device": device.type, "devices": devices,
+            "probes": probes}
+
+
+# ------------------------------------------------------------------ probing the contract
+#
+# Some promises cannot be seen in a result that travels as plain data: whether the inputs were left
+# alone, whether the result was still on the autograd graph, whether a model came back in its mode.
+# The process that calls the student's function looks, and sends what it saw next to the result.
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and \
+            bool(torch.equal(a.detach().cpu().nan_to_num(0.5), b.detach().cpu().nan_to_num(0.5)))
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return type(b) is dict and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, torch.nn.Module):
+        return True  # a model's own promise is its mode, probed separately
+    try:
+        return bool(a == b)
+    except Exception:
+        return True
+
+
+def _modes(x: Any) -> list[bool]:
+    if isinstance(x, torch.nn.Module):
+        return [m.training for m in x.modules()]
+    if isinstance(x, (list, tuple)):
+        return [m for v in x for m in _modes(v)]
+    if isinstance(x, dict):
+        return [m for v in x.values() for m in _modes(v)]
+    return []
+
+
+def _needs_grad(x: Any) -> bool:
+    if isinstance(x, torch.Tensor):
+        return x.requires_grad
+    if isinstance(x, (list, tuple)):
+        return any(_needs_grad(v) for v in x)
+    if isinstance(x, dict):
+        return any(_needs_grad(v) for v in x.values())
+    return False
+
+
+def _probed_run(spec: Spec, fn: Callable, case: Case) -> tuple[Any, dict]:
+    """``spec.run(fn, case)`` and, for a plain call with a contract, what the call did besides returning."""
+    kinds = {c.kind for c in spec.contract}
+    if spec.observe is not None or not kinds & {"unchanged", "mode", "differentiable"}:
+        return spec.run(fn, case), {}
+    args, kwargs = _clone(case.args), _clone(case.kwargs)
+    pristine = _clone((args, kwargs))
+    modes = _modes((args, kwargs))
+    got = fn(*args, **kwargs)
+    probe: dict = {}
+    if "unchanged" in kinds:
         try:
-            with guard(len(out)) if guard is not None else contextlib.nullcontext():
-                got = spec.run(fn, case)
-        except (Exception, SystemExit, CaseTimeout) as e:  # whatever stops the call is its result (not Ctrl-C)
-            out.append(_raised(e))
-            break
-        try:
-            out.append(to_portable(got))
-        except NotPortable as e:
-            if not raw:
-                return {"portable": False, "why": str(e)}
-            out.append(got)
-        devices.append(sorted(_tensor_devices(got)))
-    return {"portable": True, "kind": "function", "observations": out, "device": device.type, "devices": devices}
+            bound = inspect.signature(spec.reference).bind(*args, **kwargs).arguments if spec.reference else {}
+            before = inspect.signature(spec.reference).bind(*pristine[0], **pristine[1]).arguments \
+                if spec.reference else {}
+        except (TypeError, ValueError):
+            bound, before = {}, {}
+        probe["changed"] = [name for name in bound if not _same(bound[name], before.get(name))]
+    if "mode" in kinds:
+        probe["mode_changed"] = _modes((args, kwargs)) != modes
+    if "differentiable" in kinds and _needs_grad((case.args, case.kwargs)):
+        probe["on_graph"] = bool(isinstance(got, torch.Tensor) and got.requires_grad and got.grad_fn is not None)
+    return got, probe
+
+
+def _broken_clause(spec: Spec, probe: Any, got: Any) -> tuple[str, Clause] | None:
+    """The first promise of ``spec.contract`` that a case's probe or result shows broken, in words."""
+    probe = probe if type(probe) is dict else {}
+    for clause in spec.contract:
+        said = f"the instructions say \"{clause.text}\""
+        if clause.kind == "unchanged" and clause.arg in (probe.get("changed") or ()):
+            return (f"your function changed its input `{clause.arg}` in place ({said}): compute on a copy "
+                    "or with operations that return new tensors (x = x + 1, not x += 1)", clause)
+        if clause.kind == "mode" and probe.get("mode_changed"):
+            return (f"your function handed the model back in another mode than it came in ({said}): note "
+                    "`model.training` first and put it back with `model.train(was_training)`", clause)
+        if clause.kind == "differentiable" and probe.get("on_graph") is False:
+            return (f"your result is not differentiable ({said}): `.item()`, `.detach()`, `.numpy()` or "
+                    "`torch.tensor(...)` of a computed value cut it from the graph; compute it with torch "
+                    "operations on the inputs", clause)
+        if clause.kind == "range" and len(clause.values) == 2:
+            lo, hi = clause.values
+            values = got.detach().float() if isinstance(got, torch.Tensor) else \
+                torch.as_tensor(got, dtype=torch.float64) if isinstance(got, (float, int, np.ndarray)) else None
+            if values is not None and values.numel() and (float(values.min()) < lo or float(values.max()) > hi):
+                return (f"your result leaves the range [{lo:g}, {hi:g}] (from {float(values.min()):.4g} to "
+                        f"{float(values.max()):.4g}; {said})", clause)
+    return None
 
 
 def judge_observations(spec: Spec, cases: Sequence[Case], observed: dict, device_type: str = "cpu",
-                       expected: Sequence[Any] | None = None) -> CheckResult:
+                       expected: Sequence[Any] | None = None, profile: str | None = None,
+                       student: str | None = None) -> CheckResult:
     """Grader side: the verdict :func:`run_check` would give, from what :func:`observe_cases` saw.
 
     ``expected``: the reference's answers on ``cases``, when the caller already has them (the grader
-    times the reference on each case to set the student's time limits).
+    times the reference on each case to set the student's time limits). ``profile``: whose bands a
+    capstone is held to (the kernel's own by default); ``student``: whose target an answer is judged
+    against (see :func:`course_lib.common.student_id`).
     """
     judge = _judge_of(spec)
     if spec.kind == "answer":
-        return _answer_result(spec, judge, from_portable(observed.get("value")))
+        return _answer_result(spec, judge, from_portable(observed.get("value")), student)
     if observed.get("kind") == "not_callable":
         return CheckResult(spec.id, False, 0, f"✗ {spec.id}: expected a function, got {observed.get('describe', '')}.")
     observations = list(observed.get("observations", []))
@@ -583,21 +803,48 @@ def judge_observations(spec: Spec, cases: Sequence[Case], observed: dict, device
             return CheckResult(spec.id, False, i - 1, f"✗ {spec.id}: {where}: your result is on "
                                f"{', '.join(d for d in left_on if d != ran_on)} but the inputs were on {ran_on}: "
                                "keep it on the inputs' device.")
+        probes = observed.get("probes") or []
+        broken = _broken_clause(spec, probes[i - 1] if i <= len(probes) else None, got)
+        if broken:
+            return CheckResult(spec.id, False, i - 1, f"✗ {spec.id}: {where}: {broken[0]}.", broken[1].name)
         if expected is not None:
             want = expected[i - 1]
         else:
-            want = spec.expected(case) if spec.reference is not None else None
+            want = spec.expected(case) if spec.reference is not None and spec.bands is None else None
         try:
             why = judge(case, got, want)
         except Exception as e:  # a judge tripping over a strange answer: the answer is wrong
             why = f"could not judge your result ({type(e).__name__}: {e}); got {describe(got)}"
         if why is not None:
             return _wrong_result(spec, i, where, why, case, got, judge)
+        if spec.bands is not None and spec.measure is not None:
+            return _banded_result(spec, i, where, case, got, judge, profile)
     return _passed_result(spec, len(cases), observed.get("device", device_type))
 
 
+def _banded_result(spec: Spec, i: int, where: str, case: Case, got: Any, judge: Judge,
+                   profile: str | None) -> CheckResult:
+    """A capstone's verdict: its metric on the held-out data, and the share of the points that band earns."""
+    from course_lib.config import current
+
+    bands = cast(Bands, spec.bands)
+    profile = profile or current().profile
+    try:
+        value = float(cast(Callable, spec.measure)(case, got))
+    except Exception as e:
+        return _wrong_result(spec, i, where, f"could not measure your predictions ({type(e).__name__}: {e})",
+                             case, got, judge, 0.0)
+    fraction, band = bands.fraction(value, profile)
+    said = f"{bands.metric} on data your model never saw: {value:.4g}"
+    if fraction >= 1.0:
+        return CheckResult(spec.id, True, 1, f"✓ {spec.id}: {said}, the top band (full points).", "", 1.0)
+    why = (f"{said}: {fraction:.0%} of the points (band {band + 1} of {len(bands.fractions) + 1}; in the "
+           f"{profile} profile {bands.describe(profile)})")
+    return _wrong_result(spec, i, where, why, case, got, judge, fraction)
+
+
 def hidden_cases(spec: Spec, seed: int, device: torch.device | None = None,
-                 folder: str | os.PathLike | None = None) -> list[Case]:
+                 folder: str | os.PathLike | None = None, profile: str | None = None) -> list[Case]:
     """The hidden cases of ``spec`` for a secret ``seed`` (drawn by the grader for each run).
 
     ``folder``: where cases that need files (images, pose files) write them, through
@@ -606,8 +853,12 @@ def hidden_cases(spec: Spec, seed: int, device: torch.device | None = None,
     """
     if spec.kind == "answer" or spec.cases is None:
         return []
+    from course_lib.config import using_profile
+
     rng = np.random.default_rng(seed)
-    with case_folder(folder) if folder is not None else contextlib.nullcontext():
+    # ``profile``: the grading run's, which sizes a capstone's held-out data (the grader's own process has none).
+    with case_folder(folder) if folder is not None else contextlib.nullcontext(), \
+            using_profile(profile) if profile else contextlib.nullcontext():
         return spec.cases(rng, device or torch.device("cpu"), spec.n_hidden)
 
 

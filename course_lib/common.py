@@ -24,6 +24,33 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 """Per-channel standard deviation of ImageNet's training images; see :data:`IMAGENET_MEAN`."""
 
 
+# ----------------------------------------------------------------------------- who the student is
+
+OFFLINE_STUDENT = "offline"
+STUDENT_VARIABLES = ("COURSE_STUDENT", "JUPYTERHUB_USER")
+
+
+def student_id() -> str:
+    """Who is working: ``COURSE_STUDENT`` (the grader sets it to nbgrader's student id; a student off a hub
+    sets it to the id their instructor uses), then ``JUPYTERHUB_USER`` on a hub, else ``"offline"``.
+
+    Introduced in lesson 01_dataloader: each graded widget draws its target from it, so two students'
+    right answers differ, and the grader judges an answer against the target of the student who handed it in.
+    """
+    for name in STUDENT_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return OFFLINE_STUDENT
+
+
+def student_seed(student: str, exercise: str) -> int:
+    """A number fixed by a student and an exercise (not Python's salted ``hash``): the seed of their target."""
+    import zlib
+
+    return zlib.crc32(f"{exercise}\0{student}".encode())
+
+
 # ----------------------------------------------------------------------------- settings per profile
 
 def profile_settings(table: dict[str, dict], what: str) -> Callable[..., dict]:

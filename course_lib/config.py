@@ -5,6 +5,7 @@ Every notebook starts with ``cfg = course_lib.setup()``; everything else in
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from dataclasses import dataclass, field
@@ -111,6 +112,20 @@ def setup(profile: str | None = None, seed: int = 42, device: str | None = None,
 def current() -> Config:
     """The configuration set by :func:`setup` (set up quietly with defaults if nobody did)."""
     return _current if _current is not None else setup(quiet=True)
+
+
+@contextlib.contextmanager
+def using_profile(profile: str):
+    """Within it, :func:`current` reports ``profile`` (the grader sizes a capstone's held-out data by the
+    grading run's profile, not by its own machine); the device and seed stay as they were."""
+    global _current
+    saved = _current
+    base = current()
+    _current = Config(profile=resolve_profile(profile), device=base.device, seed=base.seed)
+    try:
+        yield _current
+    finally:
+        _current = saved
 
 
 def _matplotlib_defaults() -> None:

@@ -9,6 +9,7 @@ import torch
 from course_lib import checks, fill_level
 from course_lib.checks import CheckFailed, Mistake, check, get_spec, run_check
 
+import contracts
 from contracts import Undiagnosed, assert_diagnosed
 
 FUNCTION_SPECS = [s for s in checks.registry().values() if s.kind == "function"]
@@ -306,3 +307,26 @@ def test_case_files_can_be_read_by_another_uid():
     finally:
         os.umask(old)
         shutil.rmtree(top, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ every clause of every contract
+
+BREAKERS = [(spec, what, wrong) for spec in FUNCTION_SPECS for what, wrong in contracts.breakers(spec)]
+KEEPERS = [(spec, what, ok) for spec in FUNCTION_SPECS for what, ok in contracts.keepers(spec)]
+
+
+@pytest.mark.parametrize("spec", FUNCTION_SPECS, ids=lambda s: s.id)
+def test_every_function_exercise_states_a_contract(spec):
+    assert spec.contract, f"{spec.id} has no contract: list the promises its instructions make (Spec.contract)"
+
+
+@pytest.mark.parametrize("spec,what,wrong", BREAKERS, ids=[f"{s.id}-{w}" for s, w, _ in BREAKERS])
+def test_breaking_one_clause_loses_the_points(spec, what, wrong):
+    contracts.assert_loses_points(spec, what, wrong)
+
+
+@pytest.mark.parametrize("spec,what,ok", KEEPERS, ids=[f"{s.id}-{w}" for s, w, _ in KEEPERS])
+def test_an_equivalent_answer_passes_on_every_seed(spec, what, ok):
+    for seed in range(8):
+        result = run_check(spec, ok, hidden=True, seed=seed)
+        assert result.passed, f"{spec.id} ({what}), seed {seed}: {result.message}"

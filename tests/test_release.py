@@ -8,6 +8,7 @@ import pytest
 from autograder import notebooks
 from autograder.release import render, student_version
 
+import contracts
 from contracts import assert_one_exercise_one_id, assert_release_hides_solutions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +45,11 @@ def test_student_version_hides_solutions_and_hidden_tests(lesson):
 @pytest.mark.parametrize("lesson", LESSONS)
 def test_one_exercise_one_id(lesson):
     assert_one_exercise_one_id(lesson)
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_each_exercise_states_its_contract(lesson):
+    contracts.assert_contract_in_text(lesson)
 
 
 @pytest.mark.parametrize("lesson", LESSONS)
