@@ -330,3 +330,73 @@ def test_an_equivalent_answer_passes_on_every_seed(spec, what, ok):
     for seed in range(8):
         result = run_check(spec, ok, hidden=True, seed=seed)
         assert result.passed, f"{spec.id} ({what}), seed {seed}: {result.message}"
+
+
+STUDENT_NAMESPACE = '''
+import numpy as np
+import torch
+from course_lib.fill_level import to_input
+
+
+def make_fill_image(fill_level, size=900):  # wrong: fills columns
+    img = np.zeros((size, size, 3), np.uint8)
+    img[:, : int(fill_level * size)] = 255
+    return img
+
+
+def _picture(level, size):
+    return make_fill_image(level, size)
+
+
+def via_helper(batch_size, size):
+    levels = torch.rand(batch_size)
+    return torch.stack([to_input(_picture(float(v), size)) for v in levels]), levels
+
+
+def via_default(batch_size, size, draw=make_fill_image):
+    levels = torch.rand(batch_size)
+    return torch.stack([to_input(draw(float(v), size)) for v in levels]), levels
+'''
+
+
+@pytest.mark.parametrize("name", ["via_helper", "via_default"])
+def test_one_mistake_costs_once_through_a_helper_or_a_default_argument(name):
+    ns: dict = {}
+    exec(compile(STUDENT_NAMESPACE, "<student>", "exec"), ns)
+    wrong_image = ns["make_fill_image"]
+    assert not run_check(get_spec("make_fill_image"), wrong_image).passed
+    result = run_check(get_spec("load_batch"), ns[name], hidden=True)
+    assert result.passed, result.message
+    # Everything is put back: the student's namespace still holds their own (wrong) function.
+    assert ns["make_fill_image"] is wrong_image and ns["via_default"].__defaults__ == (wrong_image,)
+
+
+def test_bands_give_the_share_of_each_edge_and_nothing_below():
+    bands = checks.Bands("error", False, {"ci": (0.1, 0.5), "cpu": (0.05, 0.2)}, (1.0, 0.5))
+    assert bands.fraction(0.1, "ci") == (1.0, 0) and bands.fraction(0.3, "ci") == (0.5, 1)
+    assert bands.fraction(0.6, "ci") == (0.0, 2) and bands.fraction(float("nan"), "ci") == (0.0, 2)
+    assert bands.fraction(0.1, "cpu") == (0.5, 1) and bands.fraction(0.1, "gpu") == (0.5, 1)  # no gpu edges: cpu's
+    higher = checks.Bands("accuracy", True, {"cpu": (0.9,)}, (1.0,))
+    assert higher.fraction(0.95, "cpu") == (1.0, 0) and higher.fraction(0.5, "cpu") == (0.0, 1)
+    with pytest.raises(ValueError):
+        checks.Bands("error", False, {"ci": (0.1,)}, (1.0, 0.5))
+
+
+def test_a_clause_breach_seen_by_the_probe_is_named_as_that_clause():
+    def detached_abs(x):
+        return x.abs().detach()
+
+    def in_place_abs(x):
+        x.data.abs_()  # changes the caller's tensor behind autograd's back
+        return x.abs()
+
+    spec = checks.Spec("toy_abs", reference=lambda x: x.abs(),
+                       cases=lambda rng, device, n: [checks.Case((torch.linspace(-1, 1, 4, requires_grad=True),))] * n,
+                       contract=(checks.Clause("differentiable", "Keep it differentiable."),
+                                 checks.Clause("unchanged", "Leave x as it is.", arg="x")))
+    ok = run_check(spec, lambda x: x.abs())
+    assert ok.passed, ok.message
+    cut = run_check(spec, detached_abs)
+    assert cut.mistake == "contract:differentiable" and "Keep it differentiable." in cut.message
+    changed = run_check(spec, in_place_abs)
+    assert changed.mistake == "contract:unchanged:x" and "Leave x as it is." in changed.message, changed.message

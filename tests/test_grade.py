@@ -148,3 +148,29 @@ def test_cli_rejects_a_missing_folder(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "autograder", "grade", str(tmp_path / "nope"), "--out", str(tmp_path)],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and "is not a folder" in proc.stderr
+
+
+def test_a_widget_answer_is_judged_against_the_students_own_target_and_a_classmates_is_flagged():
+    from autograder import judge
+    from course_lib.checks import Spec
+    from course_lib.common import student_seed
+
+    spec = Spec("toy_pick", reference=None, kind="answer",
+                target=lambda student: student_seed(student, "toy_pick") % 1000,
+                judge=lambda case, got, want: None if got == want else f"not the one ({got})")
+    ada, bea = spec.target("ada"), spec.target("bea")
+    assert ada != bea  # two students, two right answers
+
+    def notebook(value):
+        nb = nbformat.v4.new_notebook()
+        cell = nbformat.v4.new_code_cell(f"pick = {value}")
+        cell.metadata["nbgrader"] = {"grade_id": "toy_pick", "solution": True, "grade": False}
+        nb.cells = [cell]
+        return nb
+
+    task = judge.Task("toy_pick", "pick")
+    assert judge.judge_answer(task, spec, notebook(ada), "ada", ("ada", "bea")).status == "passed"
+    copied = judge.judge_answer(task, spec, notebook(bea), "ada", ("ada", "bea"))
+    assert copied.status == "flagged" and copied.mistake == "answer_of:bea" and copied.share == 0
+    wrong = judge.judge_answer(task, spec, notebook(-1), "ada", ("ada", "bea"))
+    assert wrong.status == "failed" and "not the one" in wrong.message

@@ -28,6 +28,12 @@ import torch
 def double(x: torch.Tensor) -> torch.Tensor:
     """``x`` times two: the same shape, dtype and device as ``x``."""
     return x * 2
+
+
+def fit_line(x: torch.Tensor, y: torch.Tensor, x_new: torch.Tensor) -> torch.Tensor:
+    """The least-squares line through ``(x, y)`` (both ``[N]``), evaluated at ``x_new`` (``[M]``): ``[M]``."""
+    a = ((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum()
+    return y.mean() + a * (x_new - x.mean())
 '''
 
 # Step 2: its specs, course_lib/<topic>_checks.py: cases, and the mistakes students make with their messages.
@@ -36,7 +42,7 @@ TOY_CHECKS = '''
 import torch
 
 from course_lib import toy
-from course_lib.checks import Case, Mistake, Spec
+from course_lib.checks import Bands, Case, Clause, Mistake, Spec
 
 
 def _cases(rng, device, n):
@@ -53,12 +59,48 @@ def _plus_two(x):
     return x + 2
 
 
+def _line_cases(rng, device, n):
+    x, x_new = (torch.from_numpy(rng.uniform(-5, 5, k)).float() for k in (40, 20))
+    noise = torch.from_numpy(rng.normal(0, 0.05, 60)).float()
+    y = 3 * torch.cat([x, x_new]) + 1 + noise
+    # The labels of x_new are the held-out set: the judge has them, the student's process never does.
+    return [Case((x, y[:40], x_new), {}, "40 points, 20 held out", secret=y[40:])]
+
+
+def _mean_line(x, y, x_new):
+    return torch.full_like(x_new, float(y.mean()))
+
+
+def _mae(case, got):
+    return float((got - case.secret).abs().mean())
+
+
 SPECS = [Spec(id="double", reference=toy.double, cases=_cases,
+              contract=(Clause("exact", "Return x times two."),),
               mistakes=[Mistake("square", _square, "you squared x: double it, x * 2."),
-                        Mistake("plus_two", _plus_two, "you added 2: double means times 2.")])]
+                        Mistake("plus_two", _plus_two, "you added 2: double means times 2.")]),
+         Spec(id="fit_line", reference=toy.fit_line, cases=_line_cases, n_visible=1, n_hidden=1,
+              contract=(Clause("behaviour", "Predict y at x_new."),),
+              judge=lambda case, got, expected: None if isinstance(got, torch.Tensor)
+              and got.shape == case.args[2].shape else "return one prediction per point of x_new",
+              bands=Bands("mean absolute error", False, {p: (0.1, 1.0, 3.0) for p in ("ci", "cpu", "gpu")},
+                          (1.0, 0.5, 0.25)),
+              measure=_mae, seconds={"ci": 5, "cpu": 5, "gpu": 5},
+              mistakes=[Mistake("mean", _mean_line, "you predicted the mean of y: fit the slope too.")],
+              diagnose=lambda case, got: next((m for m in SPECS[1].mistakes if float(got.std()) < 1e-6), None))]
 '''
 
 SQUARE = "def double(x):\n    return x * x\n"
+ROUGH_LINE = "def fit_line(x, y, x_new):\n    return 2.8 * x_new + 1\n"
+# Looks in its own process for the held-out labels, which the grader kept.
+PEEKING_LINE = """def fit_line(x, y, x_new):
+    import gc
+    from course_lib.checks import Case
+    for o in gc.get_objects():
+        if isinstance(o, Case) and o.secret is not None:
+            return o.secret
+    return x_new * 0
+"""
 
 
 def _cell(source: str, **nbgrader) -> nbformat.NotebookNode:
@@ -84,6 +126,14 @@ def _source_notebook() -> nbformat.NotebookNode:
         _cell("# Hidden tests: double on more random cases.\n### BEGIN HIDDEN TESTS\n"
               "check('double', double, hidden=True)\n### END HIDDEN TESTS",
               grade_id="double_test", grade=True, solution=False, locked=True, points=2),
+        nbformat.v4.new_markdown_cell("## Capstone\nPredict y at x_new."),
+        _cell("def fit_line(x, y, x_new):\n    ### BEGIN SOLUTION\n"
+              "    a = ((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum()\n"
+              "    return y.mean() + a * (x_new - x.mean())\n"
+              "    ### END SOLUTION", grade_id="fit_line", grade=False, solution=True, locked=False),
+        _cell("check('fit_line', fit_line)"),
+        _cell("### BEGIN HIDDEN TESTS\ncheck('fit_line', fit_line, hidden=True)\n### END HIDDEN TESTS",
+              grade_id="fit_line_test", grade=True, solution=False, locked=True, points=4),
     ]
     return nb
 
@@ -147,6 +197,11 @@ def test_the_contracts_of_every_lesson_hold(toy):
     assert [m.name for m in spec.mistakes] == ["square", "plus_two"]
     for mistake in spec.mistakes:
         assert_diagnosed(spec, mistake)
+    capstone = checks.get_spec("fit_line")
+    top = checks.run_check(capstone, capstone.reference, hidden=True)
+    assert top.passed and top.share == 1.0 and "mean absolute error" in top.message, top.message
+    low = checks.run_check(capstone, capstone.mistakes[0].impl, hidden=True)
+    assert not low.passed and low.share == 0.0 and low.mistake == "mean", low.message
 
 
 def test_grading_gives_full_marks_nothing_and_the_mistakes_message(toy, tmp_path):
@@ -155,8 +210,12 @@ def test_grading_gives_full_marks_nothing_and_the_mistakes_message(toy, tmp_path
     subs = tmp_path / "subs"
     students = {"alice": notebooks.read(notebooks.source_path(LESSON)),
                 "bob": notebooks.read(notebooks.release_path(LESSON)),
-                "carol": notebooks.read(notebooks.source_path(LESSON))}
+                "carol": notebooks.read(notebooks.source_path(LESSON)),
+                "dan": notebooks.read(notebooks.source_path(LESSON)),
+                "erin": notebooks.read(notebooks.source_path(LESSON))}
     next(c for c in students["carol"].cells if notebooks.grade_id(c) == "double").source = SQUARE
+    next(c for c in students["dan"].cells if notebooks.grade_id(c) == "fit_line").source = ROUGH_LINE
+    next(c for c in students["erin"].cells if notebooks.grade_id(c) == "fit_line").source = PEEKING_LINE
     for student, nb in students.items():
         (subs / student / LESSON).mkdir(parents=True)
         nbformat.write(nb, subs / student / LESSON / f"{LESSON}.ipynb")
@@ -165,9 +224,15 @@ def test_grading_gives_full_marks_nothing_and_the_mistakes_message(toy, tmp_path
     opts = grade.Options(profile="ci", run_notebook=False)
     rows = grade.grade_all(subs, tmp_path / "out", workers=1, lessons=[LESSON], opts=opts, progress=False)
     by = {(r.student_id, r.exercise): r for r in rows}
-    assert set(by) == {(s, "double") for s in students}
+    assert set(by) == {(s, ex) for s in students for ex in ("double", "fit_line")}
     alice, bob, carol = by["alice", "double"], by["bob", "double"], by["carol", "double"]
     assert (alice.status, alice.score, alice.max_score) == ("passed", 2, 2), alice.message
     assert bob.score == 0 and "not implemented yet" in bob.message
     assert (carol.status, carol.score) == ("failed", 0)
     assert "Likely mistake: you squared x: double it, x * 2." in carol.message
+    # The capstone: full points for the fit, a band's share for a rough line, nothing for the labels it never got.
+    assert (by["alice", "fit_line"].status, by["alice", "fit_line"].score) == ("passed", 4), by["alice", "fit_line"]
+    rough = by["dan", "fit_line"]
+    assert rough.status == "failed" and 0 < rough.score < 4 and "mean absolute error" in rough.message, rough
+    peek = by["erin", "fit_line"]
+    assert (peek.status, peek.score) == ("failed", 0), peek  # found no labels, predicted 0: below every band
