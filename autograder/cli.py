@@ -45,11 +45,21 @@ def _grade(args) -> int:
                    time_budget=args.budget, kernels="cold" if args.cold else args.kernels,
                    sandbox=not args.no_sandbox)
     stats: dict = {}
+    from autograder.late import LateError, Policy
+    from autograder.lms import RosterError, read_roster
+
+    try:
+        policy = Policy.parse(args.late_penalty)
+        read_roster(args.roster)  # a roster the LMS file cannot use stops the run before it grades anything
+    except (LateError, RosterError) as e:
+        print(str(e), file=sys.stderr)
+        return 2
     try:
         tls = security(args.tls_ca_file, args.tls_cert, args.tls_key)
         rows = grade_all(root, out, workers=args.workers, lessons=args.lesson, opts=opts, fresh=args.fresh,
-                         stats=stats, scheduler=args.scheduler, security=tls)
-    except (SandboxUnavailable, InsecureScheduler, ConnectionError) as e:
+                         stats=stats, scheduler=args.scheduler, security=tls, gradebook=args.gradebook,
+                         late_policy=policy, due_dates=args.due_dates, roster=args.roster)
+    except (SandboxUnavailable, InsecureScheduler, ConnectionError, LateError) as e:
         print(str(e), file=sys.stderr)
         return 2
     per: defaultdict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
@@ -64,6 +74,22 @@ def _grade(args) -> int:
           f"{problems} exercise(s) with errors or timeouts"
           + ("; submissions " + ", ".join(f"{s}: {n}" for s, n in sorted(flagged.items())) if flagged else ""))
     status = 0
+    if stats.get("late"):
+        print(f"{stats['late']} submission(s) were handed in late ({policy.describe()}); see totals.csv's late "
+              "columns and the report.")
+    if args.gradebook:
+        done = stats.get("gradebook")
+        if done is not None:
+            print(f"gradebook {args.gradebook}: {done.submissions} submission(s) of {done.students} student(s), "
+                  f"{done.grades} grade(s) recorded; {done.to_grade} written answer(s) to grade in formgrader, "
+                  f"{done.kept_manual} manual grade(s) kept")
+            for problem in done.problems:
+                print(f"gradebook: {problem}", file=sys.stderr)
+        else:
+            print(f"the gradebook {args.gradebook} could not be written ({stats.get('gradebook_error')}); the "
+                  f"grades are in {out}. Fix it and run the same command again (nothing is regraded).",
+                  file=sys.stderr)
+            status = 1
     refused = stats.get("refused") or []
     if refused:
         by_worker = defaultdict(list)
@@ -129,6 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--tls-ca-file", help="with a tls:// scheduler: the CA that signed the cluster's certificates")
     g.add_argument("--tls-cert", help="with a tls:// scheduler: this client's certificate")
     g.add_argument("--tls-key", help="with a tls:// scheduler: this client's private key")
+    g.add_argument("--gradebook", type=Path, metavar="COURSE/gradebook.db",
+                   help="also record every submission in this nbgrader gradebook (created if missing), for "
+                        "formgrader and nbgrader export; graded notebooks go to COURSE/autograded/")
+    g.add_argument("--late-penalty", default="none", metavar="POLICY",
+                   help="none (default: late work is marked only), zero, N/hour or N/day (points off the lesson "
+                        "per started hour or day late, never below 0)")
+    g.add_argument("--due-dates", type=Path, metavar="FILE",
+                   help='JSON {"<lesson>": "<date and time, UTC unless it says>"}; default: each source '
+                        "notebook's metadata autograder.due")
+    g.add_argument("--roster", type=Path, metavar="FILE",
+                   help="CSV with student_id and any of Student, ID, SIS User ID, SIS Login ID, Section, for lms.csv")
     g.set_defaults(func=_grade)
     args = p.parse_args(argv)
     return args.func(args)

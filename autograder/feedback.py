@@ -29,6 +29,7 @@ STATUS_TEXT = {
     Status.OUT_OF_MEMORY: "out of memory",
     Status.FLAGGED: "flagged for review",
     Status.MISSING: "missing",
+    Status.TO_GRADE: "to grade (by your instructor)",
 }
 
 

@@ -163,9 +163,10 @@ def restore(student: nbformat.NotebookNode, source: nbformat.NotebookNode,
 
 # --------------------------------------------------------------------------------- score
 
-def score(sub: Submission, source: nbformat.NotebookNode, verdicts: dict) -> list[Row]:
+def score(sub: Submission, source: nbformat.NotebookNode, verdicts: dict,
+          nb: nbformat.NotebookNode | None = None) -> list[Row]:
     """One row per exercise, from the judge's verdicts alone: all the points for ``passed``, a capstone's band's
-    share of them, none otherwise."""
+    share of them, none otherwise; then one row per written answer of the (restored) notebook ``nb``."""
     rows = []
     for ex in notebooks.exercises(source):
         v = verdicts.get(ex.id)
@@ -174,12 +175,37 @@ def score(sub: Submission, source: nbformat.NotebookNode, verdicts: dict) -> lis
         pts = round(ex.points * v.share, 2) if v is not None else 0.0
         rows.append(Row(sub.student_id, sub.lesson, ex.id, pts, ex.points, str(status), msg,
                         v.mistake if v is not None else ""))
+    return rows + written_rows(sub, source, nb)
+
+
+# --- written answers (manually graded) -----------------------------------------------------------------------
+WRITTEN_WAITS = "a person grades this written answer; it counts 0 points until they have."
+WRITTEN_EMPTY = f"no answer was written (the cell is empty or still says {notebooks.TEXT_STUB}): 0 points."
+
+
+def written_rows(sub: Submission, source: nbformat.NotebookNode, nb: nbformat.NotebookNode | None) -> list[Row]:
+    """One row per written answer: ``to grade`` with 0 points until a person grades it (formgrader), or ``failed``
+    when the student left it unanswered, as nbgrader's autograder scores an untouched manual cell 0 at once."""
+    wanted = notebooks.written(source)
+    ids = {w.id for w in wanted}
+    # By grade id whatever the cell's type: the student's cell may have been made code (by them, or by restore).
+    cells = {gid: c for c in (nb.cells if nb is not None else []) if (gid := notebooks.grade_id(c)) in ids}
+    asked = {notebooks.grade_id(c): c for c in source.cells}
+    rows = []
+    for w in wanted:
+        cell = cells.get(w.id)
+        if cell is not None and not notebooks.answered(cell, asked.get(w.id)):
+            rows.append(Row(sub.student_id, sub.lesson, w.id, 0.0, w.points, str(Status.FAILED), WRITTEN_EMPTY))
+        else:
+            rows.append(Row(sub.student_id, sub.lesson, w.id, 0.0, w.points, str(Status.TO_GRADE), WRITTEN_WAITS))
     return rows
 
 
 def error_rows(sub: Submission, source: nbformat.NotebookNode, message: str, status: str = Status.ERROR) -> list[Row]:
-    return [Row(sub.student_id, sub.lesson, ex.id, 0.0, ex.points, str(status), message)
-            for ex in notebooks.exercises(source)]
+    parts = [(e.id, e.points) for e in notebooks.exercises(source)]
+    parts += [(w.id, w.points) for w in notebooks.written(source)]
+    return [Row(sub.student_id, sub.lesson, ex, 0.0, points, str(status), message) for ex, points in parts]
+# --- end written answers -------------------------------------------------------------------------------------
 
 
 # --------------------------------------------------------------------------- one and all
@@ -297,7 +323,7 @@ def grade_one(sub: Submission, out: Path | None, opts: Options, info: dict | Non
     verdicts = judge.judge_submission(nb, source, _judging(opts, source), student=sub.student_id,
                                       classmates=tuple(opts.classmates))
     info["judge_seconds"] = time.perf_counter() - t_judge
-    rows = score(sub, source, verdicts)
+    rows = score(sub, source, verdicts, nb)
     shown, run_left_out = None, []
     if opts.run_notebook:
         try:
@@ -467,9 +493,16 @@ def _eta(done: int, left: int, t0: float) -> str:
 
 def grade_all(root: Path, out: Path, workers: int = 1, lessons: list[str] | None = None,
               opts: Options | None = None, progress: bool = True, fresh: bool = False,
-              stats: dict | None = None, scheduler: str | None = None, security=None) -> list[Row]:
+              stats: dict | None = None, scheduler: str | None = None, security=None,
+              gradebook: Path | None = None, late_policy=None, due_dates: Path | None = None,
+              roster: Path | None = None) -> list[Row]:
     """Grade every submission under ``root``; writes ``out/grades.csv``, ``out/totals.csv``,
-    ``out/report.html`` and ``out/feedback/``.
+    ``out/report.html``, ``out/lms.csv`` and ``out/feedback/``.
+
+    After grading (see :func:`_afterwards`): lateness from each folder's ``timestamp.txt`` against the lesson's due
+    date (``due_dates``: a JSON file, else the source notebook's ``autograder.due``) under ``late_policy`` (an
+    :class:`autograder.late.Policy`; none by default); every submission recorded in nbgrader's ``gradebook`` when
+    one is given; ``lms.csv`` for Canvas (``roster``: who is who); the similarity analysis's report section.
 
     Submissions already in ``out/journal.jsonl`` with the same content and grader are not
     graded again (``fresh`` forgets the journal); each one graded is journaled at once.
@@ -496,6 +529,12 @@ def grade_all(root: Path, out: Path, workers: int = 1, lessons: list[str] | None
     from autograder.write import write_atomic, write_totals
 
     opts = opts or Options()
+    # --- issue 21: late work is read before grading, so that a bad due date stops the run before it starts.
+    from autograder import late as lateness
+
+    policy = late_policy or lateness.Policy()
+    due = lateness.due_dates(sorted(set(lessons or notebooks.lessons())), due_dates)
+    # --- end issue 21
     if scheduler and not scheduler.startswith("local:"):
         cluster.check_address(scheduler, security)  # before anything else: an unsafe address is refused at once
     if opts.sandbox and not scheduler:  # Dask workers check their own machine (the task refuses)
@@ -622,8 +661,47 @@ def grade_all(root: Path, out: Path, workers: int = 1, lessons: list[str] | None
     entries = [journal.entries[k] for k in ((s.student_id, s.lesson) for s in subs) if k in journal.entries]
     rows = [Row(**r) for e in entries for r in e["rows"]]
     write_grades(rows, out / "grades.csv")
+    sections = _afterwards(root, out, subs, entries, lessons, stats, policy, due, gradebook, roster, progress)
     write_totals(entries, out / "totals.csv")
-    write_report(entries, out / "report.html")
+    write_report(entries, out / "report.html", sections=sections, policy=policy.describe())
     stats["entries"] = entries
     return rows
+
+
+# --- issue 21: what the instructor's process does once every submission is graded -----------------------------
+
+def _afterwards(root: Path, out: Path, subs: list[Submission], entries: list[dict], lessons, stats: dict, policy,
+                due: dict, gradebook: Path | None, roster: Path | None, progress: bool) -> list[str]:
+    """Lateness (each entry's ``late``, in memory: the policy may change without regrading; and a note on each
+    late feedback page), nbgrader's gradebook, ``lms.csv`` and the similarity analysis; the report's extra
+    sections. Never raises: a gradebook that cannot be written is ``stats["gradebook_error"]``."""
+    from autograder import late as lateness
+    from autograder.lms import read_roster, write_lms
+
+    lateness.annotate(subs, entries, policy, due, root)
+    for e in entries:
+        lateness.mark_page(feedback_path(out, e["student_id"], e["lesson"]), e["late"], policy)
+    stats["late"] = sum(1 for e in entries if e["late"]["late"])
+    people: dict = {}
+    if gradebook is not None:
+        from autograder.gradebook import manual_scores, record
+
+        try:
+            stats["gradebook"] = record(gradebook, subs, entries, due, policy, progress=progress)
+            people = manual_scores(gradebook)
+        except Exception as e:  # noqa: BLE001 -- the grades are written regardless; the command says it failed
+            stats["gradebook_error"] = f"{type(e).__name__}: {e}"
+    write_lms(entries, out / "lms.csv", read_roster(roster), people, policy)
+    sections = []
+    try:
+        from autograder import similarity  # written alongside; grading works before it exists
+
+        sections.append(similarity.analyse(subs, out, lessons or sorted({s.lesson for s in subs})))
+    except ModuleNotFoundError as e:
+        if e.name != "autograder.similarity":
+            stats["similarity"] = f"{type(e).__name__}: {e}"
+    except Exception as e:  # noqa: BLE001 -- the analysis is advice, never a reason to lose the grades
+        stats["similarity"] = f"{type(e).__name__}: {e}"
+    return [s for s in sections if s]
+# --- end issue 21
 

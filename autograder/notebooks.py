@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -126,6 +127,13 @@ def is_test(cell) -> bool:
     return bool(m.get("grade")) and not m.get("solution")
 
 
+def is_written(cell) -> bool:
+    """A manually graded answer: a Markdown cell that is both graded and the student's to write (nbgrader's
+    "Manually graded answer"). A person grades it in formgrader; the grader only records that it waits."""
+    m = meta(cell)
+    return cell.get("cell_type") == "markdown" and bool(m.get("grade")) and bool(m.get("solution"))
+
+
 @dataclass(frozen=True)
 class Exercise:
     id: str
@@ -134,7 +142,8 @@ class Exercise:
 
 
 def exercises(source: nbformat.NotebookNode) -> list[Exercise]:
-    """The graded exercises of a lesson, in notebook order, from its source notebook."""
+    """The auto-graded exercises of a lesson, in notebook order, from its source notebook (written answers,
+    graded by a person, are :func:`written`'s)."""
     out = []
     for cell in source.cells:
         if is_test(cell):
@@ -145,8 +154,63 @@ def exercises(source: nbformat.NotebookNode) -> list[Exercise]:
     return out
 
 
+@dataclass(frozen=True)
+class Written:
+    """A manually graded answer: its grade id (``written_<name>``) and its points."""
+
+    id: str
+    points: float
+
+
+def written(source: nbformat.NotebookNode) -> list[Written]:
+    """The written answers of a lesson, in notebook order, from its source notebook."""
+    out = []
+    for cell in source.cells:
+        gid = grade_id(cell)
+        if is_written(cell) and gid:
+            out.append(Written(gid, float(meta(cell).get("points", 0))))
+    return out
+
+
+# A student's written answer that still reads like this (the release's stub) was not answered.
+TEXT_STUB = "YOUR ANSWER HERE"
+
+
+def stub_of(text: str) -> str:
+    """A written answer's text as the release has it: each ``BEGIN SOLUTION`` ... ``END SOLUTION`` region
+    replaced by :data:`TEXT_STUB` (as nbgrader's ClearSolutions does), the whole text when there is none."""
+    lines, out, inside, found = (text or "").split("\n"), [], False, False
+    for line in lines:
+        if "BEGIN SOLUTION" in line:
+            inside = found = True
+            out.append(TEXT_STUB)
+        elif "END SOLUTION" in line:
+            inside = False
+        elif not inside:
+            out.append(line)
+    return "\n".join(out) if found else TEXT_STUB
+
+
+def answered(cell, source_cell=None) -> bool:
+    """Whether a written answer cell holds anything of the student's: a line that is neither the release's
+    stub nor a line of the question the release printed around it (``source_cell``: the source's cell)."""
+    given = set(normalized(stub_of(source_cell.get("source", "")) if source_cell is not None else "").split("\n"))
+    mine = [ln for ln in normalized(cell.get("source", "")).split("\n") if ln and ln not in given]
+    return any(ln.replace(TEXT_STUB, "").strip() for ln in mine)
+
+
 # ------------------------------------------------------------------------ cell content
+
+# nbval's per-cell markers (``# NBVAL_CHECK_OUTPUT``...) are for the course's own tests: the release drops them,
+# and a cell is recognised by its content whether it carries one or not.
+NBVAL_MARKER = re.compile(r"^\s*#\s*NBVAL_[A-Z_]+\s*$")
+
+
+def strip_nbval(text: str) -> str:
+    """``text`` without its nbval marker lines."""
+    return "\n".join(ln for ln in (text or "").split("\n") if not NBVAL_MARKER.match(ln))
+
 
 def normalized(text: str) -> str:
     """A cell's text with blank lines and indentation differences gone, to recognise a cell by its content."""
-    return "\n".join(ln.strip() for ln in (text or "").splitlines() if ln.strip())
+    return "\n".join(ln.strip() for ln in (text or "").splitlines() if ln.strip() and not NBVAL_MARKER.match(ln))

@@ -14,6 +14,7 @@ from nbgrader.preprocessors import (
     ClearSolutions,
     ComputeChecksums,
     LockCells,
+    SaveCells,
 )
 from traitlets.config.loader import PyFileConfigLoader
 
@@ -29,12 +30,26 @@ def _config():
     return PyFileConfigLoader("nbgrader_config.py", path=str(Path(__file__).parent)).load_config()
 
 
-def student_version(source: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """The release notebook: solutions replaced by stubs, hidden tests and outputs removed."""
+def student_version(source: nbformat.NotebookNode, gradebook: tuple[str, str] | None = None) -> nbformat.NotebookNode:
+    """The release notebook: solutions replaced by stubs (a written answer by nbgrader's "YOUR ANSWER HERE", left
+    editable), hidden tests, outputs and nbval's markers removed.
+
+    ``gradebook``: ``(database URL, lesson)``; the lesson's cells are then also recorded in that nbgrader gradebook
+    where ``nbgrader generate_assignment`` records them (its SaveCells step, between the first checksums and the
+    hiding of the tests); the assignment must exist there."""
     nb = nbformat.from_dict(json.loads(json.dumps(source)))  # deep copy; steps edit in place
+    for cell in nb.cells:
+        # Before the checksums are computed, so that nbgrader's own validation of the release still agrees.
+        if cell.get("cell_type") == "code":
+            cell.source = notebooks.strip_nbval(cell.source)
     config = _config()
     resources = ResourcesDict()
-    for step in STEPS:
+    steps: list = list(STEPS)
+    if gradebook is not None:
+        url, lesson = gradebook
+        resources["nbgrader"] = {"db_url": url, "assignment": lesson, "notebook": lesson}
+        steps.insert(steps.index(ComputeChecksums) + 1, SaveCells)
+    for step in steps:
         nb, resources = step(config=config).preprocess(nb, resources)
     for cell in nb.cells:
         cell.get("metadata", {}).pop("execution", None)

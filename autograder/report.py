@@ -60,7 +60,9 @@ def diagnosis(message: str, mistake: str = "") -> str:
     return _first_line(first, 200)
 
 
-def render(entries: list[dict]) -> str:
+def render(entries: list[dict], sections: tuple[str, ...] | list[str] = (), policy: str = "") -> str:
+    """The class report. ``sections``: more HTML sections, each a whole section (its own heading), appended
+    after the lessons (the similarity analysis's); ``policy``: the late-work policy in words."""
     by_lesson: dict[str, list[dict]] = defaultdict(list)
     for e in entries:
         by_lesson[e["lesson"]].append(e)
@@ -92,14 +94,28 @@ def render(entries: list[dict]) -> str:
         for ex, rows in rows_by_ex.items():
             pts = max(float(r["max_score"]) for r in rows)
             passed = sum(1 for r in rows if r["status"] == Status.PASSED)
+            waiting = sum(1 for r in rows if r["status"] == Status.TO_GRADE)
             common = Counter(f"{r['status']}: {diagnosis(r.get('message', ''), r.get('mistake', ''))}"
-                             for r in rows if r["status"] != Status.PASSED)
+                             for r in rows if r["status"] not in (Status.PASSED, Status.TO_GRADE))
             diag = "".join(f"<tr><td>{n}</td><td>{html.escape(m)}</td></tr>" for m, n in common.most_common(5))
-            parts.append(f"<div class='ex'><h3><code>{html.escape(ex)}</code> ({passed}/{len(rows)} passed)</h3>"
+            # A written answer's points come from a person (formgrader): until then, how many wait is the news.
+            counted = f"{waiting}/{len(rows)} to grade" if waiting else f"{passed}/{len(rows)} passed"
+            parts.append(f"<div class='ex'><h3><code>{html.escape(ex)}</code> ({counted})</h3>"
                          + _histogram([float(r["score"]) for r in rows], pts, ex)
                          + (f"<table><tr><th>students</th><th>most common diagnoses</th></tr>{diag}</table>"
                             if diag else "")
                          + "</div>")
+        late = [e for e in subs if (e.get("late") or {}).get("late")]
+        if late:
+            rule = policy or "late work is marked but not penalised"
+            parts.append(f"<h3>Handed in late ({len(late)})</h3><p>Due {html.escape(late[0]['late']['due'])} UTC; "
+                         f"{html.escape(rule)}.</p><table><tr><th>student</th><th>handed in (UTC)</th>"
+                         "<th>hours late</th><th>penalty</th></tr>")
+            for e in sorted(late, key=lambda e: str(e["student_id"])):
+                info = e["late"]
+                parts.append(f"<tr><td>{html.escape(str(e['student_id']))}</td><td>{html.escape(info['submitted'])}"
+                             f"</td><td>{float(info['hours_late']):g}</td><td>{float(info['penalty']):g}</td></tr>")
+            parts.append("</table>")
         trouble = [e for e in subs if e.get("status", Status.OK) != Status.OK]
         if trouble:
             # Most serious first (status.PROBLEMS): flagged and missing work needs a person before a timeout does.
@@ -109,9 +125,11 @@ def render(entries: list[dict]) -> str:
                 parts.append(f"<tr><td>{html.escape(str(e['student_id']))}</td><td>{html.escape(str(e['status']))}</td>"
                              f"<td>{html.escape(_first_line(e.get('detail', ''), 300))}</td></tr>")
             parts.append("</table>")
+    parts.extend(str(section) for section in sections if section)
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def write_report(entries: list[dict], path: Path) -> None:
-    write_atomic(path, render(entries))
+def write_report(entries: list[dict], path: Path, sections: tuple[str, ...] | list[str] = (),
+                 policy: str = "") -> None:
+    write_atomic(path, render(entries, sections, policy))

@@ -166,7 +166,11 @@ def keep_answers(cells, ids, lesson: _Lesson, changes: list[str]) -> list:
             continue
         cell = copy.deepcopy(cell)
         if gid in lesson.solutions and chosen.get(gid) == i:
-            if cell.get("cell_type") != "code":
+            text_answer = lesson.src[gid].get("cell_type") == "markdown"  # a written answer, graded by a person
+            if text_answer and cell.get("cell_type") != "markdown":
+                cell = nbformat.v4.new_markdown_cell(cell.get("source", ""), metadata=cell.get("metadata", {}))
+                changes.append(f"your written answer {gid} was not a text cell: it was kept as text.")
+            elif not text_answer and cell.get("cell_type") != "code":
                 cell = nbformat.v4.new_code_cell(cell.get("source", ""), metadata=cell.get("metadata", {}))
                 changes.append(f"your answer cell {gid} was not a code cell: it was run as code.")
             if how != "meta":

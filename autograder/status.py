@@ -43,6 +43,8 @@ class Status(str, Enum):
     NOT_RUN = "not_run", "This exercise's test did not run (usually because something before it stopped the run)."
     FLAGGED = "flagged", ("Your submission did something the grader does not allow (such as reading the hidden "
                           "tests); it scores 0 here until an instructor has reviewed it.")
+    TO_GRADE = "to grade", ("A written answer: your instructor grades it by hand; it counts 0 points here until "
+                            "they have.")
     OK = "ok", "Your notebook ran through; each exercise has its own status."
 
 

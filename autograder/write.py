@@ -108,11 +108,30 @@ def unsandboxed(entries: list[dict]) -> list[dict]:
     return [e for e in entries if e.get("sandbox") is False]
 
 
+# When a lesson has a due date (autograder.late): whether each submission was late, by how many hours, the
+# penalty under the policy in force and the score after it. The grader's own score column stays as judged.
+LATE_FIELDS = ["late", "hours_late", "late_penalty", "final_score"]
+
+
+def has_due_dates(entries: list[dict]) -> bool:
+    return any((e.get("late") or {}).get("due") for e in entries)
+
+
 def write_totals(entries: list[dict], path: Path) -> None:
-    """``totals.csv``: :func:`totals`, points written as short numbers ("2", "1.5"). When any submission was
-    graded without a sandbox, a last column says which, so that no such grade passes for a sandboxed one."""
-    fields = TOTAL_FIELDS + ([UNSANDBOXED] if unsandboxed(entries) else [])
+    """``totals.csv``: :func:`totals`, points written as short numbers ("2", "1.5"). When a lesson has a due
+    date, :data:`LATE_FIELDS` follow. When any submission was graded without a sandbox, a last column says which,
+    so that no such grade passes for a sandboxed one."""
+    dated = has_due_dates(entries)
+    fields = TOTAL_FIELDS + (LATE_FIELDS if dated else []) + ([UNSANDBOXED] if unsandboxed(entries) else [])
     bare = {(e["student_id"], e["lesson"]) for e in unsandboxed(entries)}
-    write_csv(path, fields, ({**t, "score": f"{t['score']:g}", "max_score": f"{t['max_score']:g}",
-                              UNSANDBOXED: "yes" if (t["student_id"], t["lesson"]) in bare else "no"}
-                             for t in totals(entries)))
+    late = {(e["student_id"], e["lesson"]): e.get("late") or {} for e in entries}
+
+    def line(t: dict) -> dict:
+        info = late.get((t["student_id"], t["lesson"]), {})
+        penalty = float(info.get("penalty") or 0.0)
+        return {**t, "score": f"{t['score']:g}", "max_score": f"{t['max_score']:g}",
+                UNSANDBOXED: "yes" if (t["student_id"], t["lesson"]) in bare else "no",
+                "late": "yes" if info.get("late") else "no", "hours_late": f"{float(info.get('hours_late') or 0):g}",
+                "late_penalty": f"{penalty:g}", "final_score": f"{max(0.0, t['score'] - penalty):g}"}
+
+    write_csv(path, fields, (line(t) for t in totals(entries)))

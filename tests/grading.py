@@ -165,13 +165,18 @@ def check_lesson_class(g: Graded, exercises: dict[str, float], wrong_id: str, di
     its notebook run in the grader's kernel without trouble); the untouched notebook nothing, with a feedback
     page that says why; the known mistake loses exactly its exercise, and the feedback names the mistake."""
     assert g.returncode == 0, g.stderr[-3000:]
+    from autograder import notebooks
+
     full = sum(exercises.values())
-    assert {k: float(r["max_score"]) for k, r in g.by["alice"].items()} == exercises
-    assert all(r["status"] == "passed" for r in g.by["alice"].values()) and g.total("alice") == full
+    # Written answers wait for a person: a row "to grade" with 0 points, their points in the possible total.
+    written = {w.id: w.points for w in notebooks.written(solution(g.lesson))}
+    assert {k: float(r["max_score"]) for k, r in g.by["alice"].items()} == {**exercises, **written}
+    assert all(g.by["alice"][k]["status"] == "passed" for k in exercises) and g.total("alice") == full
+    assert all(g.by["alice"][k]["status"] == "to grade" for k in written)
     assert g.totals["alice"]["status"] == "ok", g.totals["alice"]
     assert g.total("bob") == 0 and {r["status"] for r in g.by["bob"].values()} <= {"failed", "error"}
     page = g.page("bob")
-    assert f"0 / {full:g} points" in page and "not implemented yet" in page
+    assert f"0 / {full + sum(written.values()):g} points" in page and "not implemented yet" in page
     wrong = g.by["carol"][wrong_id]
     assert wrong["status"] == "failed" and float(wrong["score"]) == 0
     assert g.total("carol") == full - exercises[wrong_id]

@@ -35,6 +35,12 @@ def _showing_gpu(nb):
     return nb
 
 
+def _points(kind="exercises") -> float:
+    """The lesson's auto-graded points (``exercises``) or the points of its written answers (``written``)."""
+    source = notebooks.read(notebooks.source_path(LESSON))
+    return sum(e.points for e in getattr(notebooks, kind)(source))
+
+
 def _total(by, student):
     return sum(float(r["score"]) for r in by[student].values())
 
@@ -44,15 +50,19 @@ def test_grading_completes_with_exit_0(graded):
     assert g.returncode == 0, g.stderr[-3000:]
     assert "graded 5 submission(s)" in g.stdout
     assert list(rows[0].keys()) == ["student_id", "lesson", "exercise", "score", "max_score", "status"]
-    exercises = [e.id for e in notebooks.exercises(notebooks.read(notebooks.source_path(LESSON)))]
+    source = notebooks.read(notebooks.source_path(LESSON))
+    exercises = [e.id for e in notebooks.exercises(source)] + [w.id for w in notebooks.written(source)]
     for student in ("alice", "bob", "carol", "dave", "erin"):
         assert sorted(by[student]) == sorted(exercises)
 
 
 def test_solution_gets_full_marks(graded):
     _, _, by, _ = graded
-    assert all(r["status"] == "passed" and r["score"] == r["max_score"] for r in by["alice"].values())
-    assert _total(by, "alice") == 10
+    written = {w.id for w in notebooks.written(notebooks.read(notebooks.source_path(LESSON)))}
+    assert all(r["status"] == "passed" and r["score"] == r["max_score"] for k, r in by["alice"].items()
+               if k not in written)
+    assert all(by["alice"][k]["status"] == "to grade" for k in written)  # a person grades written answers
+    assert _total(by, "alice") == _points()
 
 
 def test_untouched_student_notebook_gets_zero_and_feedback(graded):
@@ -60,14 +70,14 @@ def test_untouched_student_notebook_gets_zero_and_feedback(graded):
     assert _total(by, "bob") == 0
     assert {r["status"] for r in by["bob"].values()} <= {"failed", "error"}
     page = (out / "feedback" / "bob" / f"{LESSON}.html").read_text()
-    assert "0 / 10 points" in page and "not implemented yet" in page
+    assert f"0 / {_points() + _points('written'):g} points" in page and "not implemented yet" in page
 
 
 def test_one_wrong_function_loses_exactly_its_points(graded):
     _, out, by, _ = graded
     wrong = by["carol"]["fill_l1_loss"]
     assert wrong["status"] == "failed" and float(wrong["score"]) == 0 and float(wrong["max_score"]) == 2
-    assert _total(by, "carol") == 10 - 2
+    assert _total(by, "carol") == _points() - 2
     page = (out / "feedback" / "carol" / f"{LESSON}.html").read_text()
     assert "broadcasts" in page  # the diagnosis reaches the student
 
@@ -98,7 +108,7 @@ def test_each_worker_pins_one_gpu_for_its_kernels(graded):
 def test_feedback_pages_show_figures(graded):
     _, out, _, _ = graded
     page = (out / "feedback" / "alice" / f"{LESSON}.html").read_text()
-    assert "10 / 10 points" in page and "data:image/png;base64" in page
+    assert f"{_points():g} / {_points() + _points('written'):g} points" in page and "data:image/png;base64" in page
 
 
 # ---- the restore step on its own: students cannot edit tests or lose graded cells

@@ -71,7 +71,7 @@ def test_the_whole_class_is_graded(graded):
     g = graded
     assert g.returncode == 0, g.stderr[-3000:]
     assert set(g.by) == set(g.totals) == STUDENTS
-    exercises = [e.id for e in notebooks.exercises(_solution())]
+    exercises = [e.id for e in notebooks.exercises(_solution())] + [w.id for w in notebooks.written(_solution())]
     for student in STUDENTS:
         assert list(g.by[student]) == exercises  # one row per exercise, no duplicates, notebook order
     assert len(_journal(g.out)) == len(STUDENTS)
@@ -156,7 +156,7 @@ def test_a_second_run_regrades_only_what_changed(graded):
     totals = {r["student_id"]: r for r in csv.DictReader(open(out / "totals.csv"))}
     assert float(totals["alice"]["score"]) == _possible() - 2 and len(totals) == len(STUDENTS)
     rows = list(csv.DictReader(open(out / "grades.csv")))
-    assert len(rows) == len(totals) * len(notebooks.exercises(_solution()))
+    assert len(rows) == len(totals) * (len(notebooks.exercises(_solution())) + len(notebooks.written(_solution())))
 
 
 def test_a_killed_grader_resumes_without_regrading(tmp_path):
