@@ -282,36 +282,22 @@ def output_shape(model: torch.nn.Module, x: torch.Tensor) -> list[int] | str:
 
 def compare(got: Any, expected: Any, rtol: float = 1e-4, atol: float = 1e-5, exact_type: bool = True) -> str | None:
     """None when ``got`` matches ``expected``, else what differs (type, shape, dtype, device, values)."""
-    if isinstance(expected, torch.Tensor):
-        if not isinstance(got, torch.Tensor):
-            return f"expected a torch tensor, got {describe(got)}"
+    for cls, kind in ((torch.Tensor, "torch tensor"), (np.ndarray, "numpy array")):
+        if not isinstance(expected, cls):
+            continue
+        if not isinstance(got, cls):
+            return f"expected a {kind}, got {describe(got)}"
         if got.shape != expected.shape:
             return f"expected shape {list(expected.shape)}, got shape {list(got.shape)}"
         if got.dtype != expected.dtype and exact_type:
             return f"expected dtype {expected.dtype}, got {got.dtype}"
-        if got.device.type != expected.device.type:
-            return (f"your result is on {got.device.type} but the inputs were on {expected.device.type}: "
-                    "keep it on the inputs' device")
-        g, e = got.detach().cpu(), expected.detach().cpu()
-        if e.dtype.is_floating_point:
-            if not torch.allclose(g.to(e.dtype), e, rtol=rtol, atol=atol, equal_nan=True):
-                return f"values differ (largest difference {(g.to(e.dtype) - e).abs().max().item():.3g})"
-        elif not torch.equal(g, e):
-            return f"values differ in {(g != e).sum().item()} of {e.numel()} elements"
-        return None
-    if isinstance(expected, np.ndarray):
-        if not isinstance(got, np.ndarray):
-            return f"expected a numpy array, got {describe(got)}"
-        if got.shape != expected.shape:
-            return f"expected shape {list(expected.shape)}, got shape {list(got.shape)}"
-        if got.dtype != expected.dtype and exact_type:
-            return f"expected dtype {expected.dtype}, got {got.dtype}"
-        if np.issubdtype(expected.dtype, np.floating):
-            if not np.allclose(got, expected, rtol=rtol, atol=atol, equal_nan=True):
-                return f"values differ (largest difference {np.abs(got - expected).max():.3g})"
-        elif not np.array_equal(got, expected):
-            return f"values differ in {int((got != expected).sum())} of {expected.size} elements"
-        return None
+        if isinstance(expected, torch.Tensor):
+            g = cast(torch.Tensor, got)  # the same class as expected, checked above
+            if g.device.type != expected.device.type:
+                return (f"your result is on {g.device.type} but the inputs were on {expected.device.type}: "
+                        "keep it on the inputs' device")
+            got, expected = g.detach().cpu(), expected.detach().cpu()
+        return _values_differ(got, expected, rtol, atol)
     if isinstance(expected, (tuple, list)):
         if not isinstance(got, (tuple, list)) or len(got) != len(expected):
             return f"expected a {type(expected).__name__} of {len(expected)} items, got {describe(got)}"
@@ -330,6 +316,18 @@ def compare(got: Any, expected: Any, rtol: float = 1e-4, atol: float = 1e-5, exa
         return None
     if got != expected:
         return f"expected {describe(expected)}, got {describe(got)}"
+    return None
+
+
+def _values_differ(g: Any, e: Any, rtol: float, atol: float) -> str | None:
+    """What differs between two tensors (or two arrays) of the same shape: their values, to a tolerance if float."""
+    on_torch = isinstance(e, torch.Tensor)
+    if e.dtype.is_floating_point if on_torch else np.issubdtype(e.dtype, np.floating):
+        g = g.to(e.dtype) if on_torch else g
+        if not (torch.allclose if on_torch else np.allclose)(g, e, rtol=rtol, atol=atol, equal_nan=True):
+            return f"values differ (largest difference {float(abs(g - e).max()):.3g})"
+    elif not (torch.equal(g, e) if on_torch else np.array_equal(g, e)):
+        return f"values differ in {int((g != e).sum())} of {int(np.prod(e.shape))} elements"
     return None
 
 
@@ -678,6 +676,8 @@ def observe_cases(spec: Spec, obj: Any, cases: Sequence[Case] | None = None,
 # The process that calls the student's function looks, and sends what it saw next to the result.
 
 def _same(a: Any, b: Any) -> bool:
+    if type(a).__module__.startswith("pandas") and hasattr(a, "equals"):
+        return type(a) is type(b) and bool(a.equals(b))
     if isinstance(a, torch.Tensor):
         return isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and \
             bool(torch.equal(a.detach().cpu().nan_to_num(0.5), b.detach().cpu().nan_to_num(0.5)))
@@ -835,7 +835,7 @@ def _banded_result(spec: Spec, i: int, where: str, case: Case, got: Any, judge: 
         return _wrong_result(spec, i, where, f"could not measure your predictions ({type(e).__name__}: {e})",
                              case, got, judge, 0.0)
     fraction, band = bands.fraction(value, profile)
-    said = f"{bands.metric} on data your model never saw: {value:.4g}"
+    said = f"{bands.metric} on held-out data: {value:.4g}"
     if fraction >= 1.0:
         return CheckResult(spec.id, True, 1, f"✓ {spec.id}: {said}, the top band (full points).", "", 1.0)
     why = (f"{said}: {fraction:.0%} of the points (band {band + 1} of {len(bands.fractions) + 1}; in the "

@@ -118,6 +118,14 @@ def _mutate(x) -> bool:
     if isinstance(x, dict):
         x["__changed__"] = 1
         return True
+    import pandas as pd
+
+    if isinstance(x, pd.DataFrame) and len(x):
+        x.drop(index=x.index[0], inplace=True)
+        return True
+    if isinstance(x, pd.Series) and len(x):
+        x[x.index[0]] = "__changed__"
+        return True
     return False
 
 
@@ -179,7 +187,7 @@ def breakers(spec: checks.Spec) -> list[tuple[str, object]]:
         elif clause.kind == "range":
             def outside(*a, _hi=clause.values[1], _lo=clause.values[0], **k):
                 result = ref(*a, **k)
-                result = result.clone() if isinstance(result, torch.Tensor) else np.array(result, dtype=float)
+                result = result.clone().contiguous() if isinstance(result, torch.Tensor) else np.array(result, dtype=float)
                 result.reshape(-1)[0] = _hi + 0.05 * (_hi - _lo)
                 return result
             variant(clause.name, outside)
