@@ -1,11 +1,11 @@
 """From Dataset and DataLoader to fastai's DataBlock: how images become batches.
 
 Reference implementations for lesson 01_dataloader (``get_x``, ``get_y``, ``splitter``,
-``ImageListDataset``, ``collate``, ``denormalize``), plus what the lesson uses around them:
-settings per profile, the torchvision training and validation pipelines, the pipeline steps
-of the augmentation explorer (and the rule a validation pipeline must follow, which grades the
-explorer's recorded answer), and a small measurement of data-loading throughput against the
-number of DataLoader workers.
+``ImageListDataset``, ``collate``, ``denormalize`` and the capstone ``make_dataloaders``), plus what
+the lesson uses around them: settings per profile, the torchvision training and validation
+pipelines, the pipeline steps of the augmentation explorer (each student's own training pipeline,
+and the rule a validation pipeline must follow, which grades the explorer's recorded answer), and a
+small measurement of data-loading throughput against the number of DataLoader workers.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from course_lib.common import (
     profile_settings,
     progress_bar,
     read_pascal_csv,  # noqa: F401 - the lesson reads train.csv with dataloader.read_pascal_csv
+    student_seed,
 )
 
 # Sizes per profile. Nothing is trained in this lesson; the sizes set how many images the
@@ -115,7 +116,34 @@ def denormalize(x: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] 
     """
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
     s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-    return (x * s + m).clamp(0, 1).movedim(-3, -1)
+    # contiguous: imshow and .numpy() get the pixels in the order they show them.
+    return (x * s + m).clamp(0, 1).movedim(-3, -1).contiguous()
+
+
+# ----------------------------------------------------------------------------- capstone
+
+def make_dataloaders(path: Path, size: int = 64, batch_size: int = 16) -> tuple[Any, Any]:
+    """``(train_dl, valid_dl)`` for a dataset folder in the flowers layout: ``path/train/<class>/<image>`` and
+    ``path/valid/<class>/<image>``, images of any size and shape.
+
+    The classes are the training folder names sorted as strings (ImageFolder's order), the labels of both
+    parts index that list. Each batch is ``(xb, yb)``: ``xb`` float32 ``[B, 3, size, size]`` normalised with
+    the ImageNet statistics, ``yb`` int64 ``[B]``, ``B = batch_size`` but for an epoch's last batch. Training
+    batches are shuffled and augmented (``train_transforms``); validation batches come in a fixed order,
+    without anything random (``valid_transforms``), so two passes give the same tensors. Loads in this
+    process (``num_workers=0``).
+    """
+    from torch.utils.data import DataLoader
+
+    path = Path(path)
+    train_items, classes = folder_items(path / "train")
+    # The validation labels index the *training* vocabulary, whatever folders the valid part happens to hold.
+    index = {c: i for i, c in enumerate(classes)}
+    valid_items = [(f, index[f.parent.name]) for f, _ in folder_items(path / "valid")[0]]
+    train_ds = ImageListDataset(train_items, transform=train_transforms(size))
+    valid_ds = ImageListDataset(valid_items, transform=valid_transforms(size))
+    return (DataLoader(train_ds, batch_size=batch_size, shuffle=True, collate_fn=collate),
+            DataLoader(valid_ds, batch_size=batch_size, shuffle=False, collate_fn=collate))
 
 
 # ----------------------------------------------------------------------------- data helpers
@@ -184,10 +212,11 @@ def show_images(images: Sequence, titles: Sequence[str] | None = None, ncols: in
 
 # ----------------------------------------------------------------------------- the augmentation explorer
 
-# Every step the explorer offers, in the order a pipeline applies them, with what is random about it.
-PIPELINE_STEPS: tuple[str, ...] = ("RandomResizedCrop", "Resize", "CenterCrop", "RandomHorizontalFlip",
-                                   "RandomVerticalFlip", "RandomRotation", "ColorJitter", "RandomGrayscale",
-                                   "ToTensor", "Normalize")
+# Every step the explorer offers, in the order a pipeline applies them: sizes first, then the steps that prepare
+# every image the same way, then the random ones, then the conversion to a normalised tensor.
+PIPELINE_STEPS: tuple[str, ...] = ("RandomResizedCrop", "Resize", "CenterCrop", "Grayscale", "Autocontrast",
+                                   "Equalize", "RandomHorizontalFlip", "RandomVerticalFlip", "RandomRotation",
+                                   "ColorJitter", "RandomGrayscale", "ToTensor", "Normalize")
 RANDOM_STEPS: dict[str, str] = {
     "RandomResizedCrop": "crops a random part of the image at a random scale",
     "RandomHorizontalFlip": "flips half of the images left to right",
@@ -196,7 +225,30 @@ RANDOM_STEPS: dict[str, str] = {
     "ColorJitter": "changes brightness, contrast, saturation and hue at random",
     "RandomGrayscale": "turns some images grey",
 }
+# Steps that change every image, always in the same way: part of what the model learned on, not augmentation.
+PREPARATION_STEPS: dict[str, str] = {
+    "Grayscale": "turns every image grey",
+    "Autocontrast": "stretches every image's contrast to the full range",
+    "Equalize": "spreads every image's brightness evenly over the range",
+}
 EXPLORER_SIZE = 96  # the training size in the explorer; Resize goes to resize_size(EXPLORER_SIZE)
+
+
+def explorer_training_steps(student: str) -> tuple[str, ...]:
+    """The training pipeline the augmentation explorer gives ``student``, in ``PIPELINE_STEPS`` order.
+
+    Drawn from ``student_seed(student, "valid_pipeline")``: a random crop and a flip, one or two more random
+    steps, and one to three steps of ``PREPARATION_STEPS`` (so two students' right validation pipelines usually
+    differ), then ``ToTensor`` and ``Normalize``. The grader draws the same pipeline from the student's id alone.
+    """
+    rng = np.random.default_rng(student_seed(student, "valid_pipeline"))
+    prep = list(PREPARATION_STEPS)
+    chosen = {str(s) for s in rng.choice(prep, size=int(rng.integers(1, len(prep) + 1)), replace=False)}
+    extra = ["RandomRotation", "ColorJitter", "RandomVerticalFlip"] + ([] if "Grayscale" in chosen
+                                                                       else ["RandomGrayscale"])
+    chosen |= {str(s) for s in rng.choice(extra, size=int(rng.integers(1, 3)), replace=False)}
+    chosen |= {"RandomResizedCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"}
+    return tuple(s for s in PIPELINE_STEPS if s in chosen)
 
 
 def build_pipeline(steps: Sequence[str], size: int = EXPLORER_SIZE, params: dict | None = None,
@@ -217,6 +269,10 @@ def build_pipeline(steps: Sequence[str], size: int = EXPLORER_SIZE, params: dict
         "RandomResizedCrop": lambda: T.RandomResizedCrop(size, scale=(p["min_scale"], 1.0)),
         "Resize": lambda: T.Resize(resize_size(size)),
         "CenterCrop": lambda: T.CenterCrop(size),
+        "Grayscale": lambda: T.Grayscale(num_output_channels=3),
+        # p=1: torchvision names them Random*, but applied to every image they are deterministic.
+        "Autocontrast": lambda: T.RandomAutocontrast(p=1.0),
+        "Equalize": lambda: T.RandomEqualize(p=1.0),
         "RandomHorizontalFlip": lambda: T.RandomHorizontalFlip(p["flip_p"]),
         "RandomVerticalFlip": lambda: T.RandomVerticalFlip(p["vflip_p"]),
         "RandomRotation": lambda: T.RandomRotation(p["degrees"]),
@@ -228,12 +284,14 @@ def build_pipeline(steps: Sequence[str], size: int = EXPLORER_SIZE, params: dict
     return T.Compose([make[s]() for s in PIPELINE_STEPS if s in steps])
 
 
-def validation_pipeline_problems(steps: Sequence[str]) -> list[str]:
-    """Why ``steps`` would be a wrong validation pipeline (empty when it is right).
+def validation_pipeline_problems(steps: Sequence[str], train_steps: Sequence[str] | None = None) -> list[str]:
+    """Why ``steps`` would be a wrong validation pipeline for the training pipeline ``train_steps`` (empty: right).
 
     A validation pipeline must be deterministic (no random step), give the training size at the
-    training scale (Resize, then CenterCrop) and feed the model what it was trained on: a tensor
-    (ToTensor) normalised with the training statistics (Normalize).
+    training scale (Resize, then CenterCrop), prepare every image as training does (each step of
+    ``PREPARATION_STEPS`` that ``train_steps`` has, and none it lacks) and feed the model what it was
+    trained on: a tensor (ToTensor) normalised with the training statistics (Normalize). Without
+    ``train_steps`` only the rules that hold for any training pipeline are checked.
     """
     if isinstance(steps, str) or not all(isinstance(s, str) for s in steps):
         return ["record a tuple of step names, e.g. ('ToTensor', 'Normalize')"]
@@ -248,6 +306,14 @@ def validation_pipeline_problems(steps: Sequence[str]) -> list[str]:
     elif "Resize" not in steps:
         out.append("CenterCrop alone cuts a window out of the photo at whatever size it has: Resize first, so the "
                    "objects appear at about the scale the training crops showed")
+    if train_steps is not None:
+        for s, why in PREPARATION_STEPS.items():
+            if s in train_steps and s not in steps:
+                out.append(f"your training pipeline {why} ({s}): the model only ever saw images prepared so, "
+                           "and validation must show it the same kind")
+            elif s in steps and s not in train_steps:
+                out.append(f"{s} {why}, but your training pipeline does not: the model never saw images "
+                           "prepared so")
     if "ToTensor" not in steps:
         out.append("the model takes tensors: keep ToTensor")
     if "Normalize" not in steps:

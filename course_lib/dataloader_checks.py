@@ -1,4 +1,6 @@
-"""Check specs for lesson 01_dataloader: cases, judges and known wrong answers."""
+"""Check specs for lesson 01_dataloader: cases, judges, known wrong answers and each exercise's contract; the
+explorer's per-student target; the capstone ``make_dataloaders``, graded in bands on a dataset folder the grader
+paints with the course's flower maker (other classes, other image sizes) and whose truth it keeps to itself."""
 from __future__ import annotations
 
 import copy
@@ -9,7 +11,7 @@ import numpy as np
 import torch
 
 from course_lib import dataloader as ref
-from course_lib.checks import FILE_MODE, Case, Mistake, Spec, case_dir, compare, describe
+from course_lib.checks import FILE_MODE, FOLDER_MODE, Bands, Case, Clause, Mistake, Spec, case_dir, compare, describe
 from course_lib.data.pascal import VOC_CLASSES
 
 
@@ -59,6 +61,11 @@ def _get_x_judge(case, got, expected):
     if not isinstance(got, Path):
         return f"expected a Path (path / 'train' / fname), got {describe(got)}"
     if got != expected:
+        row = case.args[0]
+        if got.parts[-2:] == ("train", row["fname"]):
+            # Right file in a folder of its own: a dataset folder written into the function, not `path`.
+            return (f"expected {str(expected)!r}, got {str(got)!r}: the folder in front of train/ is not the "
+                    "`path` argument (build the path from `path`, not from a folder written into your function)")
         return f"expected {str(expected)!r}, got {str(got)!r}"
     return None
 
@@ -80,6 +87,10 @@ GET_X = Spec(
     ],
     n_visible=4,
     n_hidden=20,
+    contract=(
+        Clause("behaviour", "the full path of the row's image file, as a `Path` (a `str` is accepted too)"),
+        Clause("behaviour", "the images are in the `train` folder of `path`"),
+    ),
 )
 
 # ------------------------------------------------------------------------------------ get_y
@@ -120,6 +131,7 @@ GET_Y = Spec(
     ],
     n_visible=4,
     n_hidden=20,
+    contract=(Clause("behaviour", "a `list` of class names, in the order the row lists them"),),
 )
 
 # ------------------------------------------------------------------------------------ splitter
@@ -214,6 +226,10 @@ SPLITTER = Spec(
     ],
     n_visible=5,
     n_hidden=20,
+    contract=(
+        Clause("behaviour", "two lists of integer row positions (0 to `len(df) - 1`)"),
+        Clause("behaviour", "the training rows first"),
+    ),
 )
 
 # ------------------------------------------------------------------------------------ ImageListDataset
@@ -298,7 +314,8 @@ def _observe_dataset(cls, case) -> dict:
     Plain data so that the grader judges the dataset outside the student's kernel; an error in
     the constructor is the student's and propagates, as a plain call's would.
     """
-    ds = cls(*copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
+    args = copy.deepcopy(case.args)
+    ds = cls(*args, **copy.deepcopy(case.kwargs))
     n_items = len(case.args[0])
     obs: dict[str, Any] = {"is_dataset": isinstance(ds, torch.utils.data.Dataset)}
     try:
@@ -320,6 +337,9 @@ def _observe_dataset(cls, case) -> dict:
         except Exception as e:  # something odd in the item: describe it rather than crash the check
             seen.append({"not_a_pair": f"an item that cannot be read ({type(e).__name__}: {e})"})
     obs["items"] = seen
+    # The contract's "leaves the list items as it was given", looked at once the dataset has been used.
+    obs["items_changed"] = [(str(f), y) for f, y in args[0]] != [(str(f), y) for f, y in case.args[0]] \
+        if isinstance(args[0], list) and all(isinstance(t, tuple) and len(t) == 2 for t in args[0]) else True
     return obs
 
 
@@ -359,8 +379,13 @@ def _describe_item(x) -> str:
 def _dataset_judge(case, got, expected):
     """Compare two observations of :func:`_observe_dataset` (the student's, and the reference's or a mistake's)."""
     g_items, e_items = [_normal_item(i) for i in got["items"]], [_normal_item(i) for i in expected["items"]]
-    if (got["is_dataset"], got["len"], g_items) == (expected["is_dataset"], expected["len"], e_items):
+    changed, want_changed = bool(got.get("items_changed")), bool(expected.get("items_changed"))
+    if (got["is_dataset"], got["len"], g_items, changed) == (expected["is_dataset"], expected["len"], e_items,
+                                                             want_changed):
         return None
+    if changed and not want_changed:
+        return ("your class changed the list `items` it was given (the instructions say \"leaves the list items "
+                "as it was given\"): keep a copy of your own, list(items), and change only that")
     if not got["is_dataset"] and expected["is_dataset"]:
         return "your class is not a torch.utils.data.Dataset: write class ImageListDataset(Dataset)"
     if got["len"] != expected["len"]:
@@ -432,6 +457,14 @@ class _OneBased(_NoTransform):
         return (self.transform(img) if self.transform else img), y
 
 
+class _ChangesItems(ref.ImageListDataset):
+    """Right items, but the caller's list grows: what appending to ``items`` itself does, not to a copy."""
+
+    def __init__(self, items, transform=None):
+        super().__init__(items, transform)
+        items.append(items[0])
+
+
 IMAGE_LIST_DATASET = Spec(
     id="ImageListDataset",
     reference=ref.ImageListDataset,
@@ -449,9 +482,17 @@ IMAGE_LIST_DATASET = Spec(
                 "grayscale files open with one channel: .convert('RGB') so that every image has 3 channels."),
         Mistake("swapped", _Swapped, "return (image, label) in that order: the input first, then the target."),
         Mistake("shifted", _OneBased, "dataset[i] must be items[i]: Python indices start at 0."),
+        Mistake("contract:unchanged:items", _ChangesItems,
+                "the list you were given belongs to the caller (it may be ImageFolder's own samples): store a "
+                "copy, self.items = list(items), and never append to or sort the original."),
     ],
     n_visible=3,
     n_hidden=12,
+    contract=(
+        Clause("optional", "applies `transform` to the image when one was given", arg="transform"),
+        Clause("unchanged", "leaves the list `items` as it was given", arg="items"),
+        Clause("behaviour", "converted to RGB"),
+    ),
 )
 
 # ------------------------------------------------------------------------------------ collate
@@ -541,6 +582,11 @@ COLLATE = Spec(
     ],
     n_visible=5,
     n_hidden=25,
+    contract=(
+        Clause("unchanged", "leave `items` as it was given", arg="items"),
+        Clause("behaviour", "`xb` `[B, C, H, W]`"),
+        Clause("behaviour", "`[B]` int64 for integer class labels, `[B, K]` for target tensors of shape `[K]`"),
+    ),
 )
 
 # ------------------------------------------------------------------------------------ denormalize
@@ -610,15 +656,14 @@ def _denorm_swapped_stats(x, mean, std):
     return (x * m + s).clamp(0, 1).movedim(-3, -1)
 
 
-def _denorm_no_clamp(x, mean, std):
-    m, s = _stats(x, mean, std)
-    return (x * s + m).movedim(-3, -1)
-
-
 def _denorm_reshape(x, mean, std):
     m, s = _stats(x, mean, std)
     y = (x * s + m).clamp(0, 1)
     return y.reshape(*y.shape[:-3], y.shape[-2], y.shape[-1], y.shape[-3])
+
+
+def _denorm_imagenet_only(x, mean, std):
+    return ref.denormalize(x, ref.IMAGENET_MEAN, ref.IMAGENET_STD)
 
 
 def _denorm_transpose(x, mean, std):
@@ -641,6 +686,9 @@ DENORMALIZE = Spec(
         Mistake("normalize_again", _denorm_normalize_again,
                 "that normalises a second time ((x - mean) / std); undo it instead: x * std + mean."),
         Mistake("swapped_stats", _denorm_swapped_stats, "mean and std are swapped: x * std + mean."),
+        Mistake("imagenet_only", _denorm_imagenet_only,
+                "the ImageNet statistics are written into your function: undo the normalisation with the mean and "
+                "std passed as arguments (a dataset normalised with its own statistics needs those)."),
         Mistake("reshape", _denorm_reshape,
                 "reshape/view keeps the numbers in memory order and only relabels the dimensions, which scrambles "
                 "the pixels; moving the channels needs permute (or movedim)."),
@@ -648,20 +696,25 @@ DENORMALIZE = Spec(
                 "transpose(-3, -1) swaps channels and width, so H and W end up exchanged (the picture is mirrored "
                 "along its diagonal): use permute(1, 2, 0) for one image, permute(0, 2, 3, 1) for a batch, "
                 "or movedim(-3, -1)."),
-        Mistake("no_clamp", _denorm_no_clamp,
-                "clamp the result to 0..1 (.clamp(0, 1)): augmented or rounded pixels fall slightly outside, and "
-                "imshow clips them with a warning."),
     ],
     n_visible=6,
     n_hidden=30,
+    # A result outside 0..1 (no clamp) is named by the range clause itself, with the instructions' words.
+    contract=(
+        Clause("shape", "`x` is one normalised image `[3, H, W]` or a batch `[B, 3, H, W]`", arg="x", values=(3, 4)),
+        Clause("unchanged", "leave `x` as it is", arg="x"),
+        Clause("range", "clamped to 0..1", values=(0.0, 1.0)),
+        Clause("behaviour", "channels last"),
+    ),
 )
 
 # ------------------------------------------------------------------------------------ widget: valid_pipeline
 
 def _pipeline_judge(case, got, expected):
+    """``expected``: the training pipeline the explorer drew for the student (``spec.target``)."""
     if isinstance(got, str) or not isinstance(got, (tuple, list)):
         return f"expected a tuple of step names, the line the Record button shows; got {describe(got)}"
-    problems = ref.validation_pipeline_problems(list(got))
+    problems = ref.validation_pipeline_problems(list(got), expected)
     return problems[0] if problems else None
 
 
@@ -670,8 +723,371 @@ VALID_PIPELINE = Spec(
     reference=None,
     judge=_pipeline_judge,
     kind="answer",
+    target=ref.explorer_training_steps,
     hint=("in the explorer, tick the validation steps until the validation row shows the same picture every time, "
-          "at the training size, then press Record and paste the line it shows."),
+          "at the training size, prepared as your training pipeline prepares it; then press Record and paste the "
+          "line it shows."),
 )
 
-SPECS = [GET_X, GET_Y, SPLITTER, IMAGE_LIST_DATASET, COLLATE, DENORMALIZE, VALID_PIPELINE]
+# ------------------------------------------------------------------------------------ capstone: make_dataloaders
+#
+# The grader paints a dataset folder in the flowers layout with classes and image sizes of its own choosing
+# (folder names that sort differently as strings and as numbers, a different number of images per class, photos
+# that are not square), calls the student's make_dataloaders on it in the judging process, and gets back what the
+# batches were as plain data. What the folder holds (the classes, how many images of each in each part, the
+# statistics of the normalised validation images) stays in Case.secret, in the grader.
+
+CAPSTONE_SIZES: dict[str, dict] = {
+    "ci": dict(n_classes=4, train=3, valid=2, base=48, sizes=(32, 40), batch_sizes=(4, 5)),
+    "cpu": dict(n_classes=6, train=8, valid=4, base=128, sizes=(64, 80, 96), batch_sizes=(8, 16)),
+    "gpu": dict(n_classes=10, train=20, valid=10, base=224, sizes=(128, 160), batch_sizes=(32, 64)),
+}
+MAX_BATCHES = 400  # a loader that never ends is cut off here, and then counts as wrong
+
+
+def _class_names(rng: np.random.Generator, n: int) -> list[str]:
+    """Folder names "1".."25" that sort differently as strings and as numbers (one below 10, one above)."""
+    from course_lib.data.flowers import MAX_CLASSES
+
+    while True:
+        names = [str(int(v)) for v in rng.choice(np.arange(1, MAX_CLASSES + 1), size=n, replace=False)]
+        if sorted(names) != sorted(names, key=int):
+            return names
+
+
+def make_capstone_folder(root: Path, rng: np.random.Generator, profile: str) -> dict:
+    """Paint a dataset in the flowers layout under ``root``; return its truth (classes, counts per part, sizes).
+
+    ``root/train/<class>/image_XXXXX.jpg``, ``root/valid/<class>/...`` and ``cat_to_name.json``, as
+    ``course_lib.data.flowers`` writes them, but with classes drawn from all its kinds, named by their number,
+    ``train + k`` training and ``valid + k`` validation images for the k-th class (so no two classes have as many)
+    and photos of about ``base`` pixels that are not square. Readable by another uid (the judging process).
+    """
+    import json
+
+    from PIL import Image
+
+    from course_lib.data.flowers import FLOWER_KINDS, JPEG_QUALITY, render_flower
+
+    sz = CAPSTONE_SIZES[profile]
+    names = _class_names(rng, sz["n_classes"])
+    classes = sorted(names)  # ImageFolder's vocabulary: names sorted as strings
+    order = rng.permutation(len(names))
+    counts = {"train": {names[k]: sz["train"] + int(order[k]) for k in range(len(names))},
+              "valid": {names[k]: sz["valid"] + int(order[k]) for k in range(len(names))}}
+    root.chmod(FOLDER_MODE)
+    number = 0
+    for split in ("train", "valid"):
+        for name in names:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            folder.chmod(FOLDER_MODE)
+            folder.parent.chmod(FOLDER_MODE)
+            for _ in range(counts[split][name]):
+                number += 1
+                img = render_flower(FLOWER_KINDS[int(name) - 1], np.random.default_rng(rng.integers(1 << 62)),
+                                    sz["base"])
+                w, h = (int(sz["base"] * f) for f in rng.uniform(0.75, 1.35, 2))
+                file = folder / f"image_{number:05d}.jpg"
+                img.resize((w, h), Image.Resampling.BILINEAR).save(file, quality=JPEG_QUALITY)
+                file.chmod(FILE_MODE)
+    names_file = root / "cat_to_name.json"
+    names_file.write_text(json.dumps({n: FLOWER_KINDS[int(n) - 1].name for n in names}, indent=1))
+    names_file.chmod(FILE_MODE)
+    return {"classes": classes, "train_counts": [counts["train"][c] for c in classes],
+            "valid_counts": [counts["valid"][c] for c in classes]}
+
+
+def _valid_statistics(root: Path, size: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the validation images through the lesson's own validation pipeline."""
+    items, _ = ref.folder_items(root / "valid")
+    ds = ref.ImageListDataset(items, transform=ref.valid_transforms(size))
+    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).tolist()
+
+
+def _capstone_cases(rng, device, n):
+    from course_lib.config import current
+
+    profile = current().profile
+    sz = CAPSTONE_SIZES[profile]
+    out = []
+    for _ in range(n):
+        root = case_dir("make_dataloaders_")
+        truth = make_capstone_folder(root, rng, profile)
+        size, bs = int(rng.choice(sz["sizes"])), int(rng.choice(sz["batch_sizes"]))
+        mean, std = _valid_statistics(root, size)
+        secret = dict(truth, size=size, batch_size=bs, mean=mean, std=std)
+        label = (f"{len(truth['classes'])} classes, {sum(truth['train_counts'])} training and "
+                 f"{sum(truth['valid_counts'])} validation photos of other sizes, size={size}, batch_size={bs}")
+        out.append(Case((root,), {"size": size, "batch_size": bs}, label, secret=secret))
+    return out
+
+
+def _loaders(made) -> tuple[Any, Any]:
+    """(train, valid) from a pair or from fastai's DataLoaders (``.train``, ``.valid``)."""
+    if hasattr(made, "train") and hasattr(made, "valid"):
+        return made.train, made.valid
+    if isinstance(made, (tuple, list)) and len(made) == 2:
+        return made[0], made[1]
+    raise TypeError(f"make_dataloaders must return (train_dl, valid_dl), got {describe(made)}")
+
+
+def _plain_tensor(x) -> torch.Tensor | None:
+    if not isinstance(x, torch.Tensor):
+        return None
+    t = x.detach()
+    return (t.as_subclass(torch.Tensor) if type(t) is not torch.Tensor else t).cpu()
+
+
+def _one_pass(loader) -> dict:
+    """One epoch of ``loader`` as plain data: each batch's shapes and dtypes, the labels in order, an 4x4 thumbnail
+    of every image (to tell two passes apart) and per-channel sums (for the normalisation)."""
+    shapes: list[list] = []
+    labels: list[int] = []
+    thumbs: list[torch.Tensor] = []
+    total = torch.zeros(3, dtype=torch.float64)
+    squares = torch.zeros(3, dtype=torch.float64)
+    count, low, high, problem = 0, float("inf"), float("-inf"), ""
+    for k, batch in enumerate(loader):
+        if k >= MAX_BATCHES:
+            problem = f"more than {MAX_BATCHES} batches in one pass: does the loader ever end?"
+            break
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+            problem = f"a batch should be a pair (xb, yb), got {describe(batch)}"
+            break
+        xb, yb = _plain_tensor(batch[0]), _plain_tensor(batch[1])
+        if xb is None or yb is None:
+            problem = f"a batch should be two tensors (xb, yb), got {describe(batch[0])} and {describe(batch[1])}"
+            break
+        shapes.append([list(xb.shape), str(xb.dtype).replace("torch.", ""), list(yb.shape),
+                       str(yb.dtype).replace("torch.", "")])
+        if not yb.is_floating_point() and yb.ndim == 1:
+            labels.extend(int(v) for v in yb)
+        else:
+            labels.append(-1)
+        if xb.ndim == 4 and xb.shape[1] == 3 and xb.numel():
+            x = xb.float()
+            thumbs.append(torch.nn.functional.adaptive_avg_pool2d(x, 4))
+            total += x.double().sum(dim=(0, 2, 3))
+            squares += (x.double() ** 2).sum(dim=(0, 2, 3))
+            count += x.shape[0] * x.shape[2] * x.shape[3]
+            low, high = min(low, float(x.min())), max(high, float(x.max()))
+    return {"shapes": shapes, "labels": labels, "thumbs": torch.cat(thumbs) if thumbs else torch.zeros(0),
+            "sum": total, "squares": squares, "count": count, "low": low, "high": high, "problem": problem}
+
+
+def _observe_loaders(fn, case) -> dict:
+    """Call ``fn(path, size=..., batch_size=...)`` and go twice through each of its loaders."""
+    train, valid = _loaders(fn(*case.args, **case.kwargs))
+    return {"train": [_one_pass(train), _one_pass(train)], "valid": [_one_pass(valid), _one_pass(valid)]}
+
+
+def _capstone_judge(case, got, expected):
+    if not (isinstance(got, dict) and {"train", "valid"} <= set(got)):
+        return f"expected the loaders' batches, got {describe(got)}"
+    for part in ("train", "valid"):
+        for p in got[part]:
+            if p["problem"]:
+                return f"{part}: {p['problem']}"
+            if not p["shapes"]:
+                return f"the {part} loader gave no batch at all"
+    return None
+
+
+def capstone_properties(case: Case, got: dict) -> dict[str, bool]:
+    """Which promises of make_dataloaders hold in what was observed (``case.secret``: the folder's truth)."""
+    truth = case.secret
+    size, bs, n_classes = truth["size"], truth["batch_size"], len(truth["classes"])
+    n_train, n_valid = sum(truth["train_counts"]), sum(truth["valid_counts"])
+    passes = got["train"] + got["valid"]
+
+    def batch_ok(shape, last):
+        (xs, xd, ys, yd) = shape
+        return (len(xs) == 4 and xs[1:] == [3, size, size] and xd == "float32" and ys == [xs[0]] and yd == "int64"
+                and (xs[0] == bs or (last and 0 < xs[0] < bs)))
+
+    shapes = all(batch_ok(sh, k == len(p["shapes"]) - 1) for p in passes for k, sh in enumerate(p["shapes"]))
+    valid = got["valid"][0]
+    labels_ok = all(0 <= y < n_classes for p in passes for y in p["labels"])
+    vocabulary = labels_ok and np.bincount(valid["labels"], minlength=n_classes).tolist() == truth["valid_counts"]
+    n_seen = [len(p["labels"]) for p in got["train"]]
+    split = len(valid["labels"]) == n_valid and all(n_train - bs < n <= n_train for n in n_seen)
+    normalised = False
+    if valid["count"]:
+        mean = valid["sum"] / valid["count"]
+        std = (valid["squares"] / valid["count"] - mean ** 2).clamp(min=0).sqrt()
+        want_mean, want_std = torch.tensor(truth["mean"]).double(), torch.tensor(truth["std"]).double()
+        # The spread tells the statistics apart (no Normalize: 0.23 of it; mean and std 0.5: 0.45); the mean moves
+        # by up to 0.4 with how a photo is brought to size (a squished border is darker than a centre crop).
+        ratio = std / want_std
+        normalised = bool(((mean - want_mean).abs() < 0.6).all() and ((ratio > 0.7) & (ratio < 1.45)).all())
+    a, b = got["valid"]
+    fixed = (a["labels"] == b["labels"] and a["shapes"] == b["shapes"] and a["thumbs"].shape == b["thumbs"].shape
+             and bool(torch.allclose(a["thumbs"], b["thumbs"], atol=1e-4)))
+    shuffled = got["train"][0]["labels"] != got["train"][1]["labels"]
+    return {"shapes": shapes, "split": split, "vocabulary": vocabulary, "normalised": normalised,
+            "valid_fixed": fixed, "train_shuffled": shuffled}
+
+
+def _capstone_measure(case, got) -> float:
+    return float(sum(capstone_properties(case, got).values()))
+
+
+def _no_normalize(path, size=64, batch_size=16):
+    return _variant(path, size, batch_size, normalize=False)
+
+
+def _other_stats(path, size=64, batch_size=16):
+    return _variant(path, size, batch_size, stats=((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)))
+
+
+def _valid_augmented(path, size=64, batch_size=16):
+    return _variant(path, size, batch_size, valid_train_tfms=True)
+
+
+def _valid_shuffled(path, size=64, batch_size=16):
+    return _variant(path, size, batch_size, valid_shuffle=True)
+
+
+def _numeric_classes(path, size=64, batch_size=16):
+    return _variant(path, size, batch_size, numeric=True)
+
+
+def _train_as_valid(path, size=64, batch_size=16):
+    return _variant(path, size, batch_size, valid_folder="train")
+
+
+def _not_shuffled(path, size=64, batch_size=16):
+    return _variant(path, size, batch_size, train_shuffle=False)
+
+
+def _variant(path, size, batch_size, normalize=True, stats=(ref.IMAGENET_MEAN, ref.IMAGENET_STD),
+             valid_train_tfms=False, valid_shuffle=False, numeric=False, valid_folder="valid", train_shuffle=True):
+    """The reference with one thing done wrong."""
+    import torchvision.transforms as T
+    from torch.utils.data import DataLoader
+
+    path = Path(path)
+    classes = sorted((p.name for p in (path / "train").iterdir() if p.is_dir()), key=int if numeric else str)
+    index = {c: i for i, c in enumerate(classes)}
+
+    def items(part):
+        return [(f, index[f.parent.name]) for f in sorted((path / part).glob("*/*.jpg"))]
+
+    def tfms(train):
+        steps = list(ref.train_transforms(size).transforms if train else ref.valid_transforms(size).transforms)
+        steps = steps[:-1] + ([T.Normalize(*stats)] if normalize else [])
+        return T.Compose(steps)
+
+    train_ds = ref.ImageListDataset(items("train"), transform=tfms(True))
+    valid_ds = ref.ImageListDataset(items(valid_folder), transform=tfms(valid_train_tfms))
+    return (DataLoader(train_ds, batch_size=batch_size, shuffle=train_shuffle, collate_fn=ref.collate),
+            DataLoader(valid_ds, batch_size=batch_size, shuffle=valid_shuffle, collate_fn=ref.collate))
+
+
+CAPSTONE_MISTAKES = {
+    "split": Mistake("train_as_valid", _train_as_valid,
+                     "the validation loader does not hold the valid folder's images: build it from path / 'valid', "
+                     "so that the model is measured on photos it never trained on."),
+    "vocabulary": Mistake("numeric_classes", _numeric_classes,
+                          "the labels do not follow ImageFolder's vocabulary: the classes are the folder names "
+                          "sorted as strings ('10' before '9'), and both parts use that one list."),
+    "normalised": Mistake("no_normalize", _no_normalize,
+                          "the batches are not normalised: end both pipelines with Normalize and the ImageNet mean "
+                          "and std, the statistics the pretrained networks expect."),
+    "valid_fixed": Mistake("valid_augmented", _valid_augmented,
+                           "two passes over the validation loader give different images in the same order: a random "
+                           "step (crop, flip, jitter) is in the validation pipeline; resize and centre-crop instead."),
+    "train_shuffled": Mistake("not_shuffled", _not_shuffled,
+                              "two epochs of the training loader give the same order: shuffle the training batches "
+                              "(shuffle=True), or the model sees the classes in the same sequence every epoch."),
+}
+OTHER_STATS = Mistake("other_stats", _other_stats,
+                      "the batches are normalised, but not with the ImageNet statistics: use IMAGENET_MEAN and "
+                      "IMAGENET_STD (fastai's imagenet_stats), the ones the pretrained networks were trained with.")
+VALID_SHUFFLED = Mistake("valid_shuffled", _valid_shuffled,
+                         "two passes over the validation loader come in different orders: leave the validation "
+                         "loader unshuffled (shuffle=False), so each measurement sees the images in one order.")
+
+
+PROMISES = {
+    "shapes": "xb float32 [B, 3, size, size] and yb int64 [B], B = batch_size but for the last batch",
+    "split": "the training loader holds the train folder's images (one epoch), the validation loader the valid "
+             "folder's",
+    "vocabulary": "labels index the training folder names sorted as strings",
+    "normalised": "the validation images are normalised with the ImageNet statistics",
+    "valid_fixed": "two passes over the validation loader give the same batches",
+    "train_shuffled": "two epochs of the training loader come in different orders",
+}
+
+
+def _signature(case, got, promise: str) -> Mistake | None:
+    """The known mistake that breaks ``promise`` when what was observed looks exactly like it, else None."""
+    truth = case.secret
+    valid = got["valid"]
+    if promise == "split" and len(valid[0]["labels"]) == sum(truth["train_counts"]):
+        return CAPSTONE_MISTAKES["split"]
+    if promise == "vocabulary":
+        numeric = sorted(truth["classes"], key=int)
+        want = [truth["valid_counts"][truth["classes"].index(c)] for c in numeric]
+        if np.bincount([max(y, 0) for y in valid[0]["labels"]], minlength=len(numeric)).tolist() == want:
+            return CAPSTONE_MISTAKES["vocabulary"]
+    if promise == "normalised" and valid[0]["count"]:
+        unit = valid[0]["low"] >= 0 and valid[0]["high"] <= 1
+        return CAPSTONE_MISTAKES["normalised"] if unit else OTHER_STATS
+    if promise == "valid_fixed":
+        same_order = valid[0]["labels"] == valid[1]["labels"]
+        if not same_order and sorted(valid[0]["labels"]) == sorted(valid[1]["labels"]):
+            return VALID_SHUFFLED
+        return CAPSTONE_MISTAKES["valid_fixed"] if same_order else None
+    if promise == "train_shuffled":
+        return CAPSTONE_MISTAKES["train_shuffled"]
+    return None
+
+
+def _capstone_diagnose(case, got) -> Mistake | None:
+    """The known mistake behind the one promise that does not hold, when it looks exactly like it; otherwise the
+    promises that do not hold, named (so that the feedback says what differs)."""
+    if _capstone_judge(case, got, None) is not None:
+        return None
+    failed = [k for k, ok in capstone_properties(case, got).items() if not ok]
+    if not failed:
+        return None
+    known = _signature(case, got, failed[0]) if len(failed) == 1 or failed[0] == "split" else None
+    if known is not None:
+        return known
+    return Mistake("unkept:" + ",".join(failed), _capstone_stub,
+                   "these promises do not hold: " + "; ".join(PROMISES[k] for k in failed) + ".")
+
+
+def _capstone_stub(path, size=64, batch_size=16):
+    raise NotImplementedError()
+
+
+MAKE_DATALOADERS = Spec(
+    id="make_dataloaders",
+    reference=ref.make_dataloaders,
+    cases=_capstone_cases,
+    judge=_capstone_judge,
+    observe=_observe_loaders,
+    mistakes=[*CAPSTONE_MISTAKES.values(), OTHER_STATS, VALID_SHUFFLED],
+    n_visible=1,
+    n_hidden=1,
+    bands=Bands("promises kept (of 6)", True, edges={"ci": (6, 5, 4, 3), "cpu": (6, 5, 4, 3), "gpu": (6, 5, 4, 3)},
+                fractions=(1.0, 0.75, 0.5, 0.25)),
+    measure=_capstone_measure,
+    seconds={"ci": 30.0, "cpu": 120.0, "gpu": 300.0},
+    diagnose=_capstone_diagnose,
+    contract=(
+        Clause("optional", "at the `size` it is given", arg="size"),
+        Clause("optional", "`batch_size` images a batch", arg="batch_size"),
+        Clause("behaviour", "the training folder names sorted as strings"),
+        Clause("behaviour", "the validation loader holds exactly the images of `valid`"),
+        Clause("behaviour", "normalised with the ImageNet statistics"),
+        Clause("behaviour", "two passes over the validation loader give the same batches"),
+        Clause("behaviour", "two epochs of the training loader come in different orders"),
+    ),
+)
+
+SPECS = [GET_X, GET_Y, SPLITTER, IMAGE_LIST_DATASET, COLLATE, DENORMALIZE, VALID_PIPELINE, MAKE_DATALOADERS]

@@ -12,7 +12,7 @@ from course_lib import dataloader as D
 from course_lib.checks import Case, CheckFailed, check, get_spec, run_check
 from course_lib.data.pascal import VOC_CLASSES
 
-from grading import check_lesson_class, lesson_class
+from grading import answered, grade_class, release
 
 LESSON = "01_dataloader"
 LIST_COLLATE = ("def collate(items):\n"
@@ -178,6 +178,14 @@ def test_valid_transforms_are_deterministic_and_train_transforms_are_not(flowers
 
 def test_validation_pipeline_rule():
     assert D.validation_pipeline_problems(("Resize", "CenterCrop", "ToTensor", "Normalize")) == []
+    # Against a training pipeline: its preparation steps belong in validation too, and only those.
+    train = ("RandomResizedCrop", "Grayscale", "RandomHorizontalFlip", "ToTensor", "Normalize")
+    assert D.validation_pipeline_problems(("Resize", "CenterCrop", "Grayscale", "ToTensor", "Normalize"), train) == []
+    missing = D.validation_pipeline_problems(("Resize", "CenterCrop", "ToTensor", "Normalize"), train)
+    assert len(missing) == 1 and "Grayscale" in missing[0] and "training pipeline" in missing[0]
+    extra = D.validation_pipeline_problems(("Resize", "CenterCrop", "Grayscale", "Equalize", "ToTensor", "Normalize"),
+                                           train)
+    assert len(extra) == 1 and extra[0].startswith("Equalize") and "never saw" in extra[0]
     for step in D.RANDOM_STEPS:
         problems = D.validation_pipeline_problems(("Resize", "CenterCrop", step, "ToTensor", "Normalize"))
         assert len(problems) == 1 and problems[0].startswith(step) and "leave it out" in problems[0]
@@ -358,25 +366,30 @@ def test_odd_images_and_labels_are_named():
 
 # ------------------------------------------------------------------------------ widget
 
+def _right_answer(student: str) -> tuple[str, ...]:
+    """What the explorer accepts from ``student``: size and tensor steps plus their training pipeline's preparation."""
+    train = D.explorer_training_steps(student)
+    return ("Resize", "CenterCrop", *[s for s in D.PREPARATION_STEPS if s in train], "ToTensor", "Normalize")
+
+
 @pytest.fixture(scope="module")
 def explorer(flowers):
     from course_lib.widgets.dataloader import PipelineExplorer
 
-    return PipelineExplorer(next((flowers / "train").glob("*/*.jpg")), size=32, n=4)
+    return PipelineExplorer(next((flowers / "train").glob("*/*.jpg")), size=32, n=4, student="dana")
 
 
 def test_explorer_starts_with_a_wrong_validation_pipeline(explorer):
-    from course_lib.widgets.dataloader import DEFAULT_TRAIN
-
-    explorer.set_steps("valid", DEFAULT_TRAIN)
+    assert explorer.steps("train") == explorer.steps("valid") == D.explorer_training_steps("dana")
     rep = explorer.valid_report()
     assert not rep["deterministic"] and rep["problems"]
     assert "✗ the same every run" in explorer.valid_info.value and "RandomResizedCrop" in explorer.valid_info.value
     assert bytes(explorer.train_plot.value).startswith(b"\x89PNG") and "tensor [3, 32, 32]" in explorer.train_info.value
+    assert "dana" in explorer.widget.children[0].value
 
 
 def test_explorer_train_draws_differ_and_valid_runs_agree(explorer):
-    explorer.set_steps("valid", ("Resize", "CenterCrop", "ToTensor", "Normalize"))
+    explorer.set_steps("valid", _right_answer("dana"))
     train = [explorer.run("train", k)[0] for k in range(3)]
     assert not torch.equal(train[0], train[1])
     assert torch.equal(explorer.run("train", 1)[0], train[1])  # a redraw shows the same pictures
@@ -395,13 +408,18 @@ def test_explorer_survives_an_impossible_pipeline(explorer):
     assert "tensor [3, 32, 32]" in explorer.train_info.value
 
 
-def test_recording_gives_a_gradable_answer(explorer):
+def test_recording_gives_a_gradable_answer(explorer, monkeypatch):
+    from course_lib.checks import judge_observations
+
+    monkeypatch.setenv("COURSE_STUDENT", "dana")
     spec = get_spec("valid_pipeline")
-    explorer.set_steps("valid", ("Resize", "CenterCrop", "ToTensor", "Normalize"))
+    explorer.set_steps("valid", _right_answer("dana"))
     explorer.record_button.click()
-    assert explorer.answer == ("Resize", "CenterCrop", "ToTensor", "Normalize")
+    assert explorer.answer == _right_answer("dana")
     assert f"valid_pipeline = {explorer.answer!r}" in explorer.recorded.value
     assert run_check(spec, explorer.answer).passed and run_check(spec, list(explorer.answer)).passed
+    answer = {"kind": "answer", "value": explorer.answer}
+    assert judge_observations(spec, [], answer, student="dana").passed
     explorer.valid_boxes["RandomHorizontalFlip"].value = True
     explorer.record_button.click()
     assert "RandomHorizontalFlip" in explorer.answer
@@ -409,14 +427,102 @@ def test_recording_gives_a_gradable_answer(explorer):
     assert "tuple of step names" in run_check(spec, "Resize").message
 
 
+def test_each_student_is_judged_against_their_own_training_pipeline():
+    from course_lib.checks import judge_observations
+
+    spec = get_spec("valid_pipeline")
+    students = ["alice", "bob", "carol", "dana", "offline"]
+    answers = {s: _right_answer(s) for s in students}
+    assert spec.target("alice") == D.explorer_training_steps("alice")
+    a, b = next((a, b) for a in students for b in students if answers[a] != answers[b])
+    for me, other in ((a, b), (b, a)):
+        assert judge_observations(spec, [], {"kind": "answer", "value": answers[me]}, student=me).passed
+        verdict = judge_observations(spec, [], {"kind": "answer", "value": answers[other]}, student=me)
+        assert not verdict.passed and "training pipeline" in verdict.message
+    # Seven right answers in all (one to three of the preparation steps), drawn evenly enough that classmates differ.
+    drawn = {_right_answer(f"student{i}") for i in range(300)}
+    assert len(drawn) == 7
+
+
 # ------------------------------------------------------------------------------ grading the lesson
+
+# ------------------------------------------------------------------------------ capstone
+
+def _constant_loaders(path, size=64, batch_size=16):
+    batch = (torch.zeros(batch_size, 3, size, size), torch.zeros(batch_size, dtype=torch.long))
+    return [batch], [batch]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_capstone_reference_reaches_the_top_band(seed):
+    result = run_check(get_spec("make_dataloaders"), D.make_dataloaders, hidden=True, seed=seed)
+    assert result.passed and result.share == 1.0, result.message
+
+
+def test_capstone_constant_loaders_and_each_known_mistake_land_lower():
+    spec = get_spec("make_dataloaders")
+    constant = run_check(spec, _constant_loaders, hidden=True)
+    assert constant.share == 0.0 and "promises do not hold" in constant.message
+    for mistake in spec.mistakes:
+        result = run_check(spec, mistake.impl, hidden=True)
+        assert not result.passed and 0 < result.share < 1, (mistake.name, result.message)
+        assert result.mistake == mistake.name, (mistake.name, result.message)
+
+
+def test_capstone_folder_hides_its_truth_in_the_secret(tmp_path):
+    from course_lib import dataloader_checks as DC
+    from course_lib.checks import hidden_cases
+
+    case = hidden_cases(get_spec("make_dataloaders"), 5, folder=tmp_path, profile="ci")[0]
+    root = case.args[0]
+    truth = case.secret
+    assert set(case.kwargs) == {"size", "batch_size"} and truth["classes"] == sorted(truth["classes"])
+    assert truth["classes"] != sorted(truth["classes"], key=int)  # string order is not number order
+    assert len(set(truth["valid_counts"])) == len(truth["classes"])  # a wrong vocabulary changes the counts
+    for part in ("train", "valid"):
+        counts = [len(list((root / part / c).glob("*.jpg"))) for c in truth["classes"]]
+        assert counts == truth[f"{part}_counts"]
+    sizes = {__import__("PIL.Image").Image.open(f).size for f in root.glob("*/*/*.jpg")}
+    assert len(sizes) > 3 and any(w != h for w, h in sizes)
+    assert DC.CAPSTONE_SIZES.keys() == {"ci", "cpu", "gpu"}
+
+
+# ------------------------------------------------------------------------------ grading the lesson
+
+def _with_own_widget_answer(nb, student: str):
+    """The notebook with ``student``'s own right answer to the explorer in its answer cell."""
+    for cell in nb.cells:
+        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "valid_pipeline":
+            cell.source = f"valid_pipeline = {_right_answer(student)!r}"
+    return nb
+
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    return lesson_class(tmp_path_factory, LESSON, "collate", LIST_COLLATE)
+    from grading import solution
+
+    # Each student's widget answer must be their own (the explorer draws a training pipeline per student).
+    students = {"alice": _with_own_widget_answer(solution(LESSON), "alice"), "bob": release(LESSON),
+                "carol": _with_own_widget_answer(answered(LESSON, "collate", LIST_COLLATE), "carol")}
+    return grade_class(tmp_path_factory, LESSON, students, "--workers", "2")
 
 
 def test_grading_the_lesson(graded):
+    """grading.check_lesson_class's promises, with the written answer left to a person: "to grade", no points yet."""
+    g = graded
     exercises = {"ImageListDataset": 2, "collate": 2, "get_x": 1, "get_y": 1, "splitter": 1, "denormalize": 2,
-                 "valid_pipeline": 1}
-    check_lesson_class(graded, exercises, "collate", "you returned lists of tensors")
+                 "valid_pipeline": 1, "make_dataloaders": 5}
+    written = {"written_split": 1}
+    auto, full = sum(exercises.values()), sum(exercises.values()) + sum(written.values())
+    assert g.returncode == 0, g.stderr[-3000:]
+    assert {k: float(r["max_score"]) for k, r in g.by["alice"].items()} == {**exercises, **written}
+    assert all(g.by["alice"][k]["status"] == "passed" for k in exercises) and g.total("alice") == auto
+    assert g.totals["alice"]["status"] == "ok", g.totals["alice"]
+    assert all(g.by[s]["written_split"]["status"] == "to grade" for s in ("alice", "carol"))
+    assert g.total("bob") == 0 and {r["status"] for r in g.by["bob"].values()} <= {"failed", "error"}
+    page = g.page("bob")
+    assert f"0 / {full:g} points" in page and "not implemented yet" in page
+    wrong = g.by["carol"]["collate"]
+    assert wrong["status"] == "failed" and float(wrong["score"]) == 0
+    assert g.total("carol") == auto - exercises["collate"]
+    assert "you returned lists of tensors" in g.page("carol")

@@ -1,5 +1,6 @@
 """The augmentation explorer: toggle and tune transforms, see what training and validation pipelines make of
-one image."""
+one image. Each student's explorer starts from a training pipeline of their own (``explorer_training_steps``), so
+the validation pipeline that fits it differs from a classmate's."""
 from __future__ import annotations
 
 import html
@@ -18,13 +19,11 @@ from course_lib.dataloader import (
     PIPELINE_STEPS,
     build_pipeline,
     denormalize,
+    explorer_training_steps,
     validation_pipeline_problems,
 )
 from course_lib.widgets.base import GradedWidget, fig_png
 
-DEFAULT_TRAIN = ("RandomResizedCrop", "RandomHorizontalFlip", "RandomRotation", "ColorJitter", "ToTensor", "Normalize")
-# The explorer starts with the validation pipeline copied from training: the mistake to find and fix.
-DEFAULT_VALID = DEFAULT_TRAIN
 N_VALID_RUNS = 4
 
 
@@ -50,14 +49,22 @@ class PipelineExplorer(GradedWidget):
     fresh random draw) and validation.
 
     Each step of ``PIPELINE_STEPS`` has a checkbox per pipeline; sliders tune the random steps.
-    The validation row runs its pipeline ``N_VALID_RUNS`` times and says whether it is
-    deterministic, at the training size, and fed what the model expects. Record stores the
-    validation steps as a tuple (``answer``) and shows the line to paste into the answer cell.
+    The training column starts as ``student``'s own training pipeline (default: ``student_id()``) and the
+    validation column as a copy of it, the mistake to fix. The validation row runs its pipeline
+    ``N_VALID_RUNS`` times and says whether it is deterministic, at the training size, prepared as that
+    training pipeline prepares images and fed what the model expects. Record stores the validation steps
+    as a tuple (``answer``) and shows the line to paste into the answer cell.
     """
 
     def __init__(self, image=None, size: int = EXPLORER_SIZE, n: int = 8, seed: int = 0,
-                 answer_name: str = "valid_pipeline"):
+                 answer_name: str = "valid_pipeline", student: str | None = None):
         from PIL import Image
+
+        from course_lib.common import student_id
+
+        self.student = student if student is not None else student_id()
+        # What the grader holds the answer to: the pipeline drawn for this student, whatever the train column shows.
+        self.training = explorer_training_steps(self.student)
 
         if image is None:
             image = _default_image()
@@ -65,9 +72,9 @@ class PipelineExplorer(GradedWidget):
             with Image.open(image) as im:
                 image = im.convert("RGB")
         self.image, self.size, self.n, self.seed, self.answer_name = image, size, n, seed, answer_name
-        self.train_boxes = {s: W.Checkbox(value=s in DEFAULT_TRAIN, description="", indent=False,
+        self.train_boxes = {s: W.Checkbox(value=s in self.training, description="", indent=False,
                                           layout=W.Layout(width="30px")) for s in PIPELINE_STEPS}
-        self.valid_boxes = {s: W.Checkbox(value=s in DEFAULT_VALID, description="", indent=False,
+        self.valid_boxes = {s: W.Checkbox(value=s in self.training, description="", indent=False,
                                           layout=W.Layout(width="30px")) for s in PIPELINE_STEPS}
         slider = dict(continuous_update=False, style={"description_width": "110px"}, layout=W.Layout(width="330px"))
         self.sliders = {
@@ -94,7 +101,10 @@ class PipelineExplorer(GradedWidget):
             rows.append(W.HBox([self.train_boxes[s], W.HTML("", layout=W.Layout(width="12px")), self.valid_boxes[s],
                                 W.HTML("", layout=W.Layout(width="12px")), W.HTML(s)]))
         controls = W.HBox([W.VBox(rows), W.VBox([*self.sliders.values(), self.resample])])
-        self.widget = W.VBox([controls, W.HTML("<b>Training pipeline</b>: every picture is a new random draw"),
+        mine = W.HTML(f"Your training pipeline (student <code>{html.escape(self.student)}</code>; each student's "
+                      f"differs): {' → '.join(self.training)}. The validation row is checked against it, "
+                      "whatever you tick in the train column while exploring.")
+        self.widget = W.VBox([mine, controls, W.HTML("<b>Training pipeline</b>: every picture is a new random draw"),
                               self.train_plot, self.train_info,
                               W.HTML(f"<b>Validation pipeline</b>: run {N_VALID_RUNS} times"),
                               self.valid_plot, self.valid_info, self.record_button, self.recorded])
@@ -174,7 +184,7 @@ class PipelineExplorer(GradedWidget):
         raws, _, err = runs if runs is not None else self.outputs("valid", N_VALID_RUNS)
         same = bool(raws) and all(self._equal(raws[0], r) for r in raws[1:])
         return dict(error=err, deterministic=same, shape=self._shape(raws[0]) if raws else None,
-                    problems=validation_pipeline_problems(self.steps("valid")))
+                    problems=validation_pipeline_problems(self.steps("valid"), self.training))
 
     @staticmethod
     def _equal(a, b) -> bool:
@@ -219,7 +229,8 @@ class PipelineExplorer(GradedWidget):
 
     def _record(self, *_):
         self.answer = self.steps("valid")
-        verdict = ("✓ this is a correct validation pipeline" if not validation_pipeline_problems(self.answer)
+        verdict = ("✓ this is a correct validation pipeline"
+                   if not validation_pipeline_problems(self.answer, self.training)
                    else "✗ not yet right, but you can paste it to see the self-check's message")
         self._show_recorded(f"Recorded validation pipeline: {' → '.join(self.answer) or '(empty)'}. {verdict}.")
 
