@@ -1,15 +1,18 @@
-"""course_lib.keypoints: references against fastai and fastbook, diagnoses, the explorer, and grading the lesson."""
+"""course_lib.keypoints: references against fastai and fastbook, diagnoses, the explorer, the capstone, and grading
+the lesson."""
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from autograder import notebooks
 from course_lib import keypoints as K
 from course_lib.checks import CheckFailed, check, get_spec, run_check
 from course_lib.data import biwi
 
-from grading import check_lesson_class, lesson_class
+from grading import answered, grade_class, release, solution
 
 LESSON = "04_keypoints"
 FORGETS_LO = "def sigmoid_range(x, lo, hi):\n    return torch.sigmoid(x) * (hi - lo)\n"
@@ -251,14 +254,31 @@ def test_augment_moves_the_point_with_the_pixels(flip, rotate, zoom, warp):
     assert abs(xs.float().mean() - p[0]) < 2.0 and abs(ys.float().mean() - p[1]) < 2.0
 
 
-def test_challenge_truth_is_fixed_and_conventions_differ():
-    truth = K.challenge_truth()
-    assert truth == pytest.approx((176.8, 63.4), abs=0.2)
+@pytest.mark.parametrize("student", ["offline", "alice", "bob"])
+def test_each_students_challenge_tells_the_conventions_apart(student):
+    truth = K.challenge_truth(student)
+    assert truth == K.challenge_truth(student)  # the same draw on every machine and every call
+    assert 40 <= truth[0] <= 600 and 40 <= truth[1] <= 440
     # Each wrong convention must land clearly elsewhere, or the diagnoses could not tell them apart.
     from course_lib.keypoints_checks import _alternatives
 
-    for alt in _alternatives().values():
+    for alt in _alternatives(student).values():
         assert np.hypot(alt[0] - truth[0], alt[1] - truth[1]) > 2 * K.CHALLENGE_TOLERANCE
+
+
+def test_two_students_have_different_right_answers_each_judged_against_their_own():
+    from course_lib.checks import judge_observations
+
+    spec = get_spec("landing_point")
+    amy, ben = K.challenge_truth("amy"), K.challenge_truth("ben")
+    assert np.hypot(amy[0] - ben[0], amy[1] - ben[1]) > 2 * K.CHALLENGE_TOLERANCE
+    assert spec.target("amy") == amy and spec.target("ben") == ben
+
+    def verdict(answer, student):
+        return judge_observations(spec, [], {"portable": True, "kind": "answer", "value": answer}, student=student)
+
+    assert verdict(amy, "amy").passed and verdict(ben, "ben").passed
+    assert not verdict(ben, "amy").passed and not verdict(amy, "ben").passed
 
 
 # ------------------------------------------------------------------------------ diagnoses
@@ -307,33 +327,39 @@ def test_wrong_types_get_clear_messages():
 
 # ------------------------------------------------------------------------------ widget
 
-def test_challenge_hides_the_point_until_recorded_and_gives_a_gradable_answer():
+def test_challenge_never_shows_the_point_and_gives_a_gradable_answer(monkeypatch):
     from course_lib.widgets.keypoints import KeypointExplorer
 
+    monkeypatch.setenv("COURSE_STUDENT", "dana")
+    mine = K.challenge_for("dana")
     ex = KeypointExplorer(challenge=True)
-    assert ex.flip.disabled and ex.rotate.disabled and ex.params == (True, 20.0, 1.3, 0.0)
-    assert "fastai's point" not in ex.info.value
+    assert ex.flip.disabled and ex.rotate.disabled and ex.reveal.disabled
+    assert ex.params == (True, mine["rotate"], mine["zoom"], 0.0) and tuple(ex.point.tolist()) == mine["point"]
     spec = get_spec("landing_point")
-    truth = K.challenge_truth()
+    truth = K.challenge_truth("dana")
     assert ex.truth == truth
     ex.pred_col.value, ex.pred_row.value = round(truth[0]) + 5, round(truth[1]) - 4
     ex.record_button.click()
-    assert f"landing_point = {ex.answer!r}" in ex.recorded.value and "within" in ex.recorded.value
-    assert "fastai's point" in ex.info.value  # revealed after recording
+    assert f"landing_point = {ex.answer!r}" in ex.recorded.value
+    # Neither the recorded line nor the explorer says where fastai puts the point: that is the answer.
+    shown = ex.recorded.value + ex.info.value
+    assert "fastai" not in shown and f"{truth[0]:.0f}" not in shown.replace(f"{ex.answer[0]:.0f}", "")
     assert run_check(spec, ex.answer).passed
-    ex.pred_col.value, ex.pred_row.value = 470, 150
+    ex.pred_col.value, ex.pred_row.value = (int(v) for v in mine["point"])
     ex.record_button.click()
     assert "did not move at all" in run_check(spec, ex.answer).message
 
 
 @pytest.mark.parametrize("wrong,words", [(dict(flip=False), "without the flip"),
-                                         (dict(rotate=-20.0), "rotation turned the other way"),
-                                         (dict(zoom=1 / 1.3), "zoom shrank the picture")])
+                                         ("turn", "rotation turned the other way"),
+                                         ("zoom", "zoom shrank the picture")])
 def test_landing_point_names_the_wrong_convention(wrong, words):
-    answer = K.challenge_truth(**wrong)
+    c = K.challenge_for("offline")
+    wrong = dict(rotate=-c["rotate"]) if wrong == "turn" else dict(zoom=1 / c["zoom"]) if wrong == "zoom" else wrong
+    answer = K.challenge_truth("offline", **wrong)
     assert words in run_check(get_spec("landing_point"), answer).message
-    c, r = K.challenge_truth()
-    assert "swapped the two numbers" in run_check(get_spec("landing_point"), (r, c)).message
+    col, row = K.challenge_truth("offline")
+    assert "swapped the two numbers" in run_check(get_spec("landing_point"), (row, col)).message
     assert "expected (col, row)" in run_check(get_spec("landing_point"), 177.0).message
 
 
@@ -352,14 +378,85 @@ def test_free_explorer_reveals_fastais_point_on_a_frame(ci_biwi):
         KeypointExplorer(ci_biwi / "nope.jpg", ctr)
 
 
+# ------------------------------------------------------------------------------ capstone
+
+def _held_out_verdict(fn, seed):
+    from course_lib.checks import hidden_cases, judge_observations, observe_cases
+
+    spec = get_spec("locate_heads")
+    cases = hidden_cases(spec, seed, profile="ci")
+    # What the student's process gets: the inputs, never the held-out centres.
+    sent = [dataclasses.replace(c, secret=None) for c in cases]
+    return judge_observations(spec, cases, observe_cases(spec, fn, sent), profile="ci")
+
+
+def test_the_held_out_people_come_without_their_poses():
+    spec = get_spec("locate_heads")
+    case = spec.cases(np.random.default_rng(5), torch.device("cpu"), 1)[0]
+    train, images = case.args
+    assert train == biwi.get_biwi("ci") and len(images) == case.secret.shape[0] > 0
+    folders = {Path(f).parent for f in images}
+    assert all((f / "rgb.cal").exists() for f in folders)
+    assert not [p for f in folders for p in f.iterdir() if p.name.endswith("pose.txt")]
+    # Other faces than the course's own data: the grader's seed draws new people and rooms.
+    assert all(Path(f).name.endswith("_rgb.jpg") and not str(f).startswith(str(train)) for f in images)
+
+
+def test_the_reference_lands_in_the_top_band_on_three_seeds():
+    errors = []
+    for seed in (1, 2, 3):
+        result = _held_out_verdict(K.locate_heads, seed)
+        assert result.passed and result.fraction == 1.0, result.message
+        errors.append(float(result.message.split("never saw: ")[1].split(",")[0]))
+    print("reference mean errors (px):", errors)
+
+
+def test_an_untrained_model_and_each_known_mistake_land_lower(monkeypatch):
+    from course_lib.keypoints_checks import _LOCATE_MISTAKES
+
+    for mistake in _LOCATE_MISTAKES.values():
+        result = _held_out_verdict(mistake.impl, 4)
+        assert result.fraction < 1.0 and result.mistake == mistake.name, result.message
+    # The reference's own network and loop, not trained a single step: about the middle of the frame every time.
+    monkeypatch.setitem(K.CAPSTONE_SETTINGS, "ci", dict(K.CAPSTONE_SETTINGS["ci"], steps=0))
+    result = _held_out_verdict(K.locate_heads, 4)
+    assert result.fraction == 0.0, result.message
+
+
 # ------------------------------------------------------------------------------ grading the lesson
+
+def _own_landing(nb, student):
+    col, row = K.challenge_truth(student)
+    for cell in nb.cells:
+        if notebooks.grade_id(cell) == "landing_point":
+            cell.source = f"landing_point = ({col}, {row})\n"
+    return nb
+
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    return lesson_class(tmp_path_factory, LESSON, "sigmoid_range", FORGETS_LO)
+    # Each student's widget draws a challenge of their own, so each hands in the answer to their own.
+    students = {"alice": _own_landing(solution(LESSON), "alice"), "bob": release(LESSON),
+                "carol": _own_landing(answered(LESSON, "sigmoid_range", FORGETS_LO), "carol")}
+    return grade_class(tmp_path_factory, LESSON, students, "--workers", "2")
 
 
 def test_grading_the_lesson(graded):
+    """grading.check_lesson_class's promises, with the written answer left to a person: "to grade", no points yet."""
+    g = graded
     exercises = {"img2pose": 1, "get_ctr": 2, "to_unit_points": 1, "from_unit_points": 1, "landing_point": 1,
-                 "sigmoid_range": 1}
-    check_lesson_class(graded, exercises, "sigmoid_range", "forgot to add lo")
+                 "sigmoid_range": 1, "locate_heads": 5}
+    written = {"written_held_out_person": 1}
+    auto, full = sum(exercises.values()), sum(exercises.values()) + sum(written.values())
+    assert g.returncode == 0, g.stderr[-3000:]
+    assert {k: float(r["max_score"]) for k, r in g.by["alice"].items()} == {**exercises, **written}
+    assert all(g.by["alice"][k]["status"] == "passed" for k in exercises) and g.total("alice") == auto, g.by["alice"]
+    assert g.totals["alice"]["status"] == "ok", g.totals["alice"]
+    assert all(g.by[s]["written_held_out_person"]["status"] == "to grade" for s in ("alice", "carol"))
+    assert g.total("bob") == 0 and {r["status"] for r in g.by["bob"].values()} <= {"failed", "error"}
+    page = g.page("bob")
+    assert f"0 / {full:g} points" in page and "not implemented yet" in page
+    wrong = g.by["carol"]["sigmoid_range"]
+    assert wrong["status"] == "failed" and float(wrong["score"]) == 0
+    assert g.total("carol") == auto - exercises["sigmoid_range"]
+    assert "forgot to add lo" in g.page("carol")

@@ -641,6 +641,15 @@ def _render_folder(args: tuple[Path, int, int, int, str]) -> None:
         number += int(rng.choice([1, 1, 1, 2, 3, 5]))
 
 
+
+def render_recording(root: Path, folder: str, frames: int, seed: int) -> Path:
+    """Draw one recording (``folder``'s person and room, for ``seed``) under ``root``; returns its folder.
+
+    Lesson 04's capstone draws held-out people with it, in the same on-disk format as the dataset.
+    """
+    _render_folder((Path(root), FOLDERS.index(folder), frames, seed, "full"))
+    return Path(root) / folder
+
 def _build(root: Path, frames_per_folder: int, seed: int, head: str = "full",
            workers: int | None = None) -> None:
     """Draw all 24 folders into ``root``; folders are independent, so they render in parallel."""

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from course_lib.keypoints import CHALLENGE, CHALLENGE_TOLERANCE, augment, grid_image, to_unit_points
+from course_lib.keypoints import augment, challenge_for, grid_image, to_unit_points
 from course_lib.widgets.base import GradedWidget, fig_png
 
 
@@ -37,21 +37,23 @@ class KeypointExplorer(GradedWidget):
     ``img`` is an image (path, PIL, array or ``[3,H,W]`` tensor) and ``point`` its keypoint
     ``[col, row]`` in pixels. The prediction sliders place a blue cross where you think the point
     lands; "reveal" shows where fastai actually moves it (red). With ``challenge=True`` the image is
-    a labelled grid, the augmentation is the fixed :data:`~course_lib.keypoints.CHALLENGE` and the
-    true point stays hidden until Record, which stores ``answer = (col, row)`` (your prediction)
-    and shows the line to paste into the answer cell.
+    a labelled grid, the point and the augmentation are the student's own
+    (:func:`~course_lib.keypoints.challenge_for`, drawn from their id) and where fastai puts the point is never
+    shown: Record stores ``answer = (col, row)`` (your prediction) and shows the line to paste into the answer
+    cell; the grader judges it.
     """
 
     def __init__(self, img=None, point=None, challenge: bool = False, answer_name: str = "landing_point"):
         self.challenge, self.answer_name = challenge, answer_name
-        if challenge or img is None:
-            img, point = grid_image(), CHALLENGE["point"]
+        mine = challenge_for() if challenge or img is None else None
+        if mine is not None:
+            img, point = grid_image(), mine["point"]
         if point is None:
             raise ValueError("give the keypoint [col, row] of the image, e.g. get_ctr(img_file, cal)")
         self.img = _as_image(img)
         self.point = torch.as_tensor(point, dtype=torch.float32).reshape(-1)[:2].as_subclass(Tensor)
         _, self.h, self.w = self.img.shape
-        c = CHALLENGE if challenge else dict(flip=False, rotate=0.0, zoom=1.0, warp=0.0)
+        c = mine if challenge and mine is not None else dict(flip=False, rotate=0.0, zoom=1.0, warp=0.0)
         style = {"description_width": "70px"}
         self.flip = W.Checkbox(value=bool(c["flip"]), description="flip", style=style)
         self.warp = W.FloatSlider(value=float(c["warp"]), min=-0.4, max=0.4, step=0.05, description="warp",
@@ -149,13 +151,9 @@ class KeypointExplorer(GradedWidget):
 
     def _record(self, *_):
         self.answer = self.prediction
-        tc, tr = self.truth
-        off = float(np.hypot(self.answer[0] - tc, self.answer[1] - tr))
-        verdict = "within" if off <= CHALLENGE_TOLERANCE else "more than"
-        self._show_recorded(f"Recorded your prediction ({self.answer[0]:.0f}, {self.answer[1]:.0f}); fastai puts "
-                            f"the point at ({tc:.0f}, {tr:.0f}), {off:.0f} px away "
-                            f"({verdict} {CHALLENGE_TOLERANCE:.0f} px).")
-        self.reveal.value = True  # redraws with the true point shown
+        # Where fastai puts the point stays hidden: shown here, a first wild guess would give the answer away.
+        self._show_recorded(f"Recorded your prediction ({self.answer[0]:.0f}, {self.answer[1]:.0f}). Run the "
+                            "self-check below the answer cell to see whether it is right.")
 
 
 # The name lesson 04's notebook imports; widgets.dataloader has an explorer of its own (PipelineExplorer).

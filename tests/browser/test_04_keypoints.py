@@ -33,15 +33,21 @@ def test_flip_moves_the_point(nb):
     nb.shot(w, "04_keypoints-explorer")
 
 
-def test_challenge_records_the_prediction(nb):
+def test_challenge_records_the_prediction_and_never_shows_the_answer(nb):
+    from course_lib.common import student_id
+    from course_lib.keypoints import challenge_truth
+
+    col, row = (round(v) for v in challenge_truth(student_id()))  # the lab's student: this process's
     w = nb.output(nb.index("AugmentationExplorer(challenge=True)")).locator(".vw-keypoint-explorer")
     expect(S.slider(w, "rotate °").locator(".noUi-target")).to_have_attribute("disabled", re.compile(".*"))
     picture = S.Picture(S.images(w).first)
-    S.type_slider(w, "your col", 177)
-    S.type_slider(w, "your row", 63)
-    S.expect_text(w, "your prediction: (177, 63)")
+    S.type_slider(w, "your col", col)
+    S.type_slider(w, "your row", row)
+    S.expect_text(w, f"your prediction: ({col}, {row})")
     picture.expect_changed()                           # the blue cross moved
     S.click(w, "Record")
-    S.expect_text(w, "landing_point = (177.0, 63.0)")
-    S.expect_text(w, "fastai puts the point at")
+    S.expect_text(w, f"landing_point = ({col:.1f}, {row:.1f})")
+    S.expect_text(w, "Recorded your prediction")
+    expect(w).not_to_contain_text("fastai puts the point")
+    expect(w).not_to_contain_text("fastai's point")
     nb.shot(w, "04_keypoints-challenge")
