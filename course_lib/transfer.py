@@ -8,6 +8,7 @@ on the same data, prediction figures, and a fastai Learner over the same backbon
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from pathlib import Path
 from typing import Callable, Sequence
@@ -22,16 +23,22 @@ from course_lib.common import IMAGENET_MEAN, IMAGENET_STD, profile_settings, pro
 
 # `pretrain` sizes course_lib's own pretraining when no ImageNet weights are cached: the shared
 # backbone's settings (course_lib.backbone.PRETRAIN_SETTINGS), which lesson 03 loads too.
+# `capstone`: the final exercise's recipe (image size, how many views of each labelled photo go through the frozen
+# body, full-batch steps of the new head and their rate), and `heldout_per_class`, how many new photos of each class
+# the grader draws to test it on.
 PROFILE_SETTINGS: dict[str, dict] = {
     "ci": dict(size=48, batch_size=16, head_epochs=2, all_epochs=1, compare_epochs=2, step_size=7,
-               head_lr=1e-2, all_lr=1e-3, scratch_lr=1e-3, fastai_epochs=1, num_workers=0,
-               pretrain=PRETRAIN_SETTINGS["ci"]),
+               head_lr=1e-2, all_lr=1e-3, scratch_lr=1e-3, fastai_epochs=1, lr_find_iterations=20, num_workers=0,
+               pretrain=PRETRAIN_SETTINGS["ci"],
+               capstone=dict(size=48, views=6, steps=200, lr=1e-2), heldout_per_class=20),
     "cpu": dict(size=64, batch_size=16, head_epochs=4, all_epochs=3, compare_epochs=6, step_size=7,
-                head_lr=1e-2, all_lr=1e-3, scratch_lr=1e-3, fastai_epochs=1, num_workers=0,
-                pretrain=PRETRAIN_SETTINGS["cpu"]),
+                head_lr=1e-2, all_lr=1e-3, scratch_lr=1e-3, fastai_epochs=1, lr_find_iterations=60, num_workers=0,
+                pretrain=PRETRAIN_SETTINGS["cpu"],
+                capstone=dict(size=64, views=8, steps=300, lr=1e-2), heldout_per_class=20),
     "gpu": dict(size=128, batch_size=32, head_epochs=10, all_epochs=8, compare_epochs=15, step_size=7,
-                head_lr=1e-2, all_lr=1e-4, scratch_lr=1e-3, fastai_epochs=4, num_workers=4,
-                pretrain=PRETRAIN_SETTINGS["gpu"]),
+                head_lr=1e-2, all_lr=1e-4, scratch_lr=1e-3, fastai_epochs=4, lr_find_iterations=100, num_workers=4,
+                pretrain=PRETRAIN_SETTINGS["gpu"],
+                capstone=dict(size=128, views=10, steps=400, lr=1e-2), heldout_per_class=50),
 }
 
 HISTORY_KEYS = ("train_loss", "train_acc", "valid_loss", "valid_acc", "lr")
@@ -138,7 +145,100 @@ def train_model(model: nn.Module, dataloaders: dict, criterion: Callable[[Tensor
     return model, history
 
 
+def classify_flowers(path: str | Path, images: str | Path) -> list[int]:
+    """Train a flower classifier on the labelled photos under ``path`` and name each photo in ``images``.
+
+    ``path`` is a flowers folder (``train/<class>/*.jpg``, ``valid/<class>/*.jpg``); ``images`` a folder of new,
+    unlabelled ``*.jpg`` photos of the same kinds. Returns a list of ``int``, one per file of
+    ``sorted(Path(images).glob("*.jpg"))``: the class index as ``ImageFolder(path / "train")`` numbers the classes
+    (``0 .. n_classes - 1``).
+
+    The recipe (``settings()["capstone"]``): the pretrained backbone frozen in evaluation mode, so its BatchNorm
+    keeps the statistics it learned; its 512 features for every labelled photo, once as it is and ``views - 1``
+    times augmented; a new head trained on those features in full batches; then the photos of ``images``,
+    resized as for validation, through body and head. Runs on the kernel's device.
+    """
+    from PIL import Image
+    from torch.utils.data import ConcatDataset, DataLoader
+    from torchvision.datasets import ImageFolder
+
+    from course_lib.config import current
+
+    s = settings()["capstone"]
+    device = current().device
+    torch.manual_seed(0)
+    path = Path(path)
+    train_tf, valid_tf = flower_transforms(s["size"])
+    n_classes = len(ImageFolder(path / "train").classes)
+    model = replace_head(backbone(progress=False), n_classes)
+    head, model.fc = model.fc, nn.Identity()
+    set_parameter_requires_grad(model, True)
+    model = model.to(device).eval()
+    features, labels = [], []
+    with torch.no_grad():
+        for view in progress_bar(range(s["views"]), current().profile != "ci", "features, view by view"):
+            # Both labelled splits: the photos to be named are new ones, so nothing needs holding out here.
+            ds = ConcatDataset([ImageFolder(path / split, valid_tf if view == 0 else train_tf)
+                                for split in ("train", "valid")])
+            for x, y in DataLoader(ds, batch_size=64):
+                features.append(model(x.to(device)))
+                labels.append(y.to(device))
+    x_all, y_all = torch.cat(features), torch.cat(labels)
+    head = head.to(device)
+    optimizer = torch.optim.Adam(head.parameters(), lr=s["lr"])
+    for _ in range(s["steps"]):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(head(x_all), y_all).backward()
+        optimizer.step()
+    model.fc = head
+    files = sorted(Path(images).glob("*.jpg"))
+    predictions: list[int] = []
+    for start in range(0, len(files), 64):
+        batch = torch.stack([valid_tf(Image.open(f).convert("RGB")) for f in files[start:start + 64]])
+        predictions += predict(model, batch).tolist()
+    return predictions
+
+
 # ----------------------------------------------------------------------------- lesson helpers
+
+def heldout_flowers(folder: str | Path, seed: int, profile: str | None = None) -> tuple[Path, list[int]]:
+    """New photos of the lesson's flower kinds, drawn from ``seed``, without their labels: ``(images, labels)``.
+
+    ``images`` is ``folder/images``, holding ``settings(profile)["heldout_per_class"]`` photos of each class as
+    ``flower_XXXXX.jpg`` in a shuffled order (written in yet another order, so the folder's listing is not sorted);
+    ``labels[k]`` is the class index, as ``ImageFolder`` numbers the training folders, of the ``k``-th file of
+    ``sorted(images.glob("*.jpg"))``. Made with the lesson's own data maker at the profile's image size; files
+    0644 and folders 0755, so a judging process under another uid reads them.
+    """
+    import shutil
+
+    from course_lib.config import current
+    from course_lib.data.flowers import PROFILE_SIZES, make_flowers
+
+    profile = profile or current().profile
+    sizes = PROFILE_SIZES[profile]
+    folder = Path(folder)
+    drawn = make_flowers(folder / "drawn", sizes["n_classes"], 0, settings(profile)["heldout_per_class"],
+                         seed=seed, size=sizes["size"])
+    names = sorted(p.name for p in (drawn / "valid").iterdir())  # ImageFolder's order: folder names as strings
+    found = sorted((names.index(p.parent.name), p) for p in (drawn / "valid").glob("*/*.jpg"))
+    rng = np.random.default_rng(seed)
+    slot = rng.permutation(len(found))
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    labels = [0] * len(found)
+    for k in rng.permutation(len(found)):
+        label, src = found[k]
+        target = images / f"flower_{slot[k]:05d}.jpg"
+        shutil.move(str(src), target)
+        target.chmod(0o644)
+        labels[slot[k]] = label
+    shutil.rmtree(drawn)
+    for p in (folder, images):
+        p.chmod(0o755)
+    return images, labels
+
+
 
 def save_checkpoint(path: str | Path, state_dict: dict, best_acc: float,
                     optimizer: torch.optim.Optimizer | None = None) -> None:
@@ -225,6 +325,53 @@ def predict(model: nn.Module, images: Tensor) -> Tensor:
     model.eval()
     device = next(model.parameters()).device
     return model(images.to(device)).argmax(dim=1).cpu()
+
+
+@torch.no_grad()
+def validation_results(model: nn.Module, dl) -> dict[str, Tensor]:
+    """Every validation image of ``dl`` through ``model`` in eval mode: ``images`` ``[N, 3, H, W]`` (on the CPU),
+    ``labels``, ``preds`` and per-image cross-entropy ``losses``, each ``[N]``."""
+    model.eval()
+    device = next(model.parameters()).device
+    out: dict[str, list[Tensor]] = {"images": [], "labels": [], "preds": [], "losses": []}
+    for x, y in dl:
+        logits = model(x.to(device)).cpu()
+        out["images"].append(x)
+        out["labels"].append(y)
+        out["preds"].append(logits.argmax(dim=1))
+        out["losses"].append(nn.functional.cross_entropy(logits, y, reduction="none"))
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def plot_confusion(labels: Tensor, preds: Tensor, names: Sequence[str], ax=None):
+    """The confusion matrix: row = true class, column = predicted class, each cell the number of images."""
+    n = len(names)
+    counts = torch.zeros(n, n, dtype=torch.long)
+    for t, p in zip(labels.tolist(), preds.tolist()):
+        counts[t, p] += 1
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.55 * n + 2.5, 0.55 * n + 2))
+    ax.imshow(counts.numpy(), cmap="Blues")
+    ax.set_xticks(range(n), names, rotation=90, fontsize=8)
+    ax.set_yticks(range(n), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for t in range(n):
+        for p in range(n):
+            if counts[t, p]:
+                ax.text(p, t, int(counts[t, p]), ha="center", va="center", fontsize=8,
+                        color="white" if counts[t, p] > counts.max() / 2 else "black")
+    ax.set_title(f"accuracy {counts.diag().sum().item() / max(1, counts.sum().item()):.0%}: the diagonal")
+    return ax
+
+
+def plot_top_losses(results: dict[str, Tensor], names: Sequence[str], k: int = 6):
+    """The ``k`` validation images the model got most wrong (highest loss): prediction, truth and loss on each."""
+    top = results["losses"].argsort(descending=True)[:k]
+    titles = [f"{names[int(results['preds'][i])]}\ntrue: {names[int(results['labels'][i])]}\n"
+              f"loss {float(results['losses'][i]):.2f}" for i in top]
+    colors = ["green" if results["preds"][i] == results["labels"][i] else "red" for i in top]
+    return show_images(results["images"][top], titles, colors, ncols=k)
 
 
 def plot_history(histories: dict[str, dict[str, list[float]]], ax=None):
@@ -349,14 +496,60 @@ def gradient_norms(model: nn.Module, size: int = 64, seed: int = 0) -> dict[str,
     return {g: v ** 0.5 for g, v in sq.items()}
 
 
-# The widget's question: the tutorial's 102 flower classes, a medium-sized dataset, so the last
-# block is retrained with the new head and everything before it stays frozen.
-QUESTION_CLASSES = 102
-QUESTION_GROUPS = ("layer4", "fc")
+# The widget's question. Each student gets their own: a dataset with its number of classes, and a budget of trainable
+# parameters that a run of the last stages (with the new head) fits and one more stage would not. Frozen early stages
+# and trainable late ones is the usual shape of fine-tuning on a medium-sized dataset; the budget makes "how many"
+# a number to find with the explorer rather than a box named in the instructions.
+QUESTION_CLASSES = 102  # the explorer's head when no question is asked (the real flower set's classes)
+QUESTION_ID = "freeze_choice"
 
 
-def question_model() -> nn.Module:
-    """resnet18 with a new 102-class head (random weights: parameter counts do not depend on them)."""
+def question_model(num_classes: int = QUESTION_CLASSES) -> nn.Module:
+    """resnet18 with a new ``num_classes``-class head (random weights: parameter counts do not depend on them)."""
     from torchvision.models import resnet18
 
-    return replace_head(resnet18(), QUESTION_CLASSES)
+    return replace_head(resnet18(), num_classes)
+
+
+@functools.lru_cache(maxsize=1)
+def _body_sizes() -> dict[str, int]:
+    """Scalars per group of resnet18 without its head (the same for every student)."""
+    sizes = {g: total for g, (_, total) in trainable_by_group(question_model(1)).items()}
+    sizes.pop("fc")
+    return sizes
+
+
+def group_sizes(num_classes: int) -> dict[str, int]:
+    """Scalars per group (see ``RESNET_GROUPS``) of resnet18 with a ``num_classes``-class head."""
+    return {**_body_sizes(), "fc": 513 * num_classes}
+
+
+def freeze_question(student: str) -> dict:
+    """``student``'s question for the freezing explorer: ``{"classes": C, "budget": B}``, drawn from
+    ``student_seed(student, "freeze_choice")``. B is at least the count of the head and the last one to three stages,
+    and below the count with one stage more."""
+    from course_lib.common import student_seed
+
+    rng = np.random.default_rng(student_seed(student, QUESTION_ID))
+    classes = int(rng.integers(5, 200))
+    stages = int(rng.integers(1, 4))
+    sizes = group_sizes(classes)
+    run = RESNET_GROUPS[-1 - stages:]
+    within = sum(sizes[g] for g in run)
+    spare = sizes[RESNET_GROUPS[-2 - stages]]
+    return {"classes": classes, "budget": (within + int(rng.uniform(0.2, 0.8) * spare)) // 1000 * 1000}
+
+
+def freeze_target(student: str) -> dict:
+    """The right answer to ``student``'s question: ``{"train": [...], "trainable": N}``, as the explorer records it.
+
+    The longest run of parts from the end (the head, then ``layer4``, ``layer3``...) whose trainable scalars fit the
+    budget."""
+    question = freeze_question(student)
+    sizes = group_sizes(question["classes"])
+    run: list[str] = []
+    for group in reversed(RESNET_GROUPS):
+        if sum(sizes[g] for g in run) + sizes[group] > question["budget"]:
+            break
+        run.insert(0, group)
+    return {"train": run, "trainable": sum(sizes[g] for g in run)}

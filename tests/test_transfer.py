@@ -9,7 +9,7 @@ import course_lib
 from course_lib import checks, transfer
 from course_lib import transfer_checks as tc
 
-from grading import check_lesson_class, lesson_class
+from grading import answered, grade_class, release, solution
 
 LESSON = "02_transfer_learning"
 
@@ -169,37 +169,145 @@ def test_in_place_checks_give_each_run_a_fresh_model():
     seen = []
 
     def spy(model, feature_extracting):
-        seen.append(all(p.requires_grad for p in model.parameters()))
+        seen.append(getattr(model, "seen_before", False))
+        model.seen_before = True
         transfer.set_parameter_requires_grad(model, feature_extracting)
 
     assert checks.run_check(_spec("set_parameter_requires_grad"), spy).passed
-    assert all(seen)  # never a model already frozen by the reference or an earlier case
+    assert seen and not any(seen)  # never a model the reference or an earlier case already changed
 
 
 # ------------------------------------------------------------------------------ the widget
 
-def test_explorer_counts_groups_and_records_a_gradable_answer():
+def _over_by_one_stage(target):
+    """The target's parts and the stage just before them: one stage more than the budget allows."""
+    return [transfer.RESNET_GROUPS[-len(target["train"]) - 1], *target["train"]]
+
+
+def test_explorer_asks_the_students_own_question_and_records_a_gradable_answer(monkeypatch):
     from course_lib.widgets.transfer import FreezingExplorer
 
+    monkeypatch.setenv("COURSE_STUDENT", "alice")
+    question, want = transfer.freeze_question("alice"), transfer.freeze_target("alice")
     ex = FreezingExplorer(image_size=32)
-    assert ex.chosen == ["fc"] and "52,326" in ex.info.value
+    assert ex.question == question and ex.model.fc.out_features == question["classes"]
+    assert f"{question['budget']:,}" in ex.widget.children[0].value
+    sizes = transfer.group_sizes(question["classes"])
+    assert ex.chosen == ["fc"] and f"trainable:</b> {sizes['fc']:,}" in ex.info.value
     first_png = ex.plot.value
-    ex.boxes["layer4"].value = True
-    assert ex.chosen == ["layer4", "fc"] and "8,446,054" in ex.info.value and ex.plot.value != first_png
+    for group in want["train"]:
+        ex.boxes[group].value = True
+    assert ex.chosen == want["train"] and f"{want['trainable']:,}" in ex.info.value and "within it" in ex.info.value
+    assert ex.plot.value != first_png
     ex.record_button.click()
-    assert ex.answer == {"train": ["layer4", "fc"], "trainable": 8446054}
-    assert "freeze_choice = {'train': ['layer4', 'fc'], 'trainable': 8446054}" in ex.recorded.value
+    assert ex.answer == want
+    assert f"freeze_choice = {want!r}" in ex.recorded.value
     assert checks.run_check(_spec("freeze_choice"), ex.answer).passed
-    ex.boxes["layer3"].value = True
+    ex.boxes[_over_by_one_stage(want)[0]].value = True
+    assert "over it" in ex.info.value
     ex.record_button.click()
     result = checks.run_check(_spec("freeze_choice"), ex.answer)
-    assert not result.passed and "last block" in result.message
+    assert not result.passed and "over your budget" in result.message
 
 
-def test_a_typed_count_is_refused():
-    result = checks.run_check(_spec("freeze_choice"), {"train": ["layer4", "fc"], "trainable": 8_400_000})
+def test_every_question_has_one_right_run_of_last_stages():
+    for k in range(40):
+        question, target = transfer.freeze_question(f"student{k}"), transfer.freeze_target(f"student{k}")
+        sizes = transfer.group_sizes(question["classes"])
+        assert target["train"][-1] == "fc" and 2 <= len(target["train"]) <= 4
+        assert target["trainable"] == sum(sizes[g] for g in target["train"]) <= question["budget"]
+        assert sum(sizes[g] for g in _over_by_one_stage(target)) > question["budget"]
+
+
+def test_two_students_get_different_right_answers_each_judged_against_their_own(monkeypatch):
+    from course_lib.checks import judge_observations
+
+    spec = _spec("freeze_choice")
+    answers = {s: transfer.freeze_target(s) for s in ("alice", "bob", "carol", "dave")}
+    assert len({repr(a) for a in answers.values()}) == len(answers)
+    assert len({len(a["train"]) for a in answers.values()}) > 1  # the parts differ, not only the counts
+    for student in answers:
+        for other, theirs in answers.items():
+            verdict = judge_observations(spec, [], {"kind": "answer", "value": theirs}, student=student)
+            assert verdict.passed == (other == student), (student, other, verdict.message)
+    # The self-check in a kernel judges against the kernel's student.
+    monkeypatch.setenv("COURSE_STUDENT", "bob")
+    assert checks.run_check(spec, answers["bob"]).passed and not checks.run_check(spec, answers["alice"]).passed
+
+
+def test_wrong_choices_are_told_what_differs_without_the_answer(monkeypatch):
+    monkeypatch.setenv("COURSE_STUDENT", "alice")
+    spec, want = _spec("freeze_choice"), transfer.freeze_target("alice")
+    sizes = transfer.group_sizes(transfer.freeze_question("alice")["classes"])
+
+    def message(train):
+        return checks.run_check(spec, {"train": train, "trainable": sum(sizes[g] for g in train)}).message
+
+    assert "room for more" in message(["fc"])
+    assert "cannot come pretrained" in message(want["train"][:-1])
+    assert "every stage after it" in message(["layer1", "fc"])
+    result = checks.run_check(spec, {"train": want["train"], "trainable": want["trainable"] + 1000})
     assert not result.passed and "record it with the explorer" in result.message
-    assert not checks.run_check(_spec("freeze_choice"), "layer4 and fc").passed
+    assert not checks.run_check(spec, "layer4 and fc").passed
+
+
+# ------------------------------------------------------------------------------ the capstone
+
+@pytest.fixture(scope="module")
+def capstone_cases(tmp_path_factory):
+    """Three held-out folders drawn as the grader draws them (ci sizes), each with its labels in ``secret``."""
+    course_lib.setup("ci", quiet=True)
+    spec = _spec("classify_flowers")
+    return [checks.hidden_cases(spec, seed, folder=tmp_path_factory.mktemp(f"capstone{seed}"), profile="ci")[0]
+            for seed in (1, 2, 3)]
+
+
+def _graded(case, got):
+    """The grader's verdict on predictions ``got``: observed in a process that never saw the labels."""
+    from course_lib.checks import judge_observations
+
+    observed = {"portable": True, "kind": "function", "observations": [checks.to_portable(got)], "device": "cpu",
+                "devices": [[]], "probes": [{}]}
+    return judge_observations(_spec("classify_flowers"), [case], observed, profile="ci")
+
+
+def test_the_held_out_photos_travel_without_their_labels(capstone_cases):
+    for case in capstone_cases:
+        train, images = case.args
+        files = sorted(images.glob("*.jpg"))
+        assert len(files) == len(case.secret) == 6 * transfer.settings("ci")["heldout_per_class"]
+        assert (train / "train").is_dir() and not any((images / c).exists() for c in ("train", "valid", "1"))
+        assert list(case.secret) != sorted(case.secret)  # the names' order says nothing about the classes
+        assert not case.kwargs and case.secret is not None
+
+
+def test_the_reference_lands_in_the_top_band_on_three_seeds(capstone_cases):
+    spec = _spec("classify_flowers")
+    for case in capstone_cases:
+        got = tc._reference_once(*case.args)  # the mistakes below reuse this training
+        verdict = _graded(case, got)
+        assert verdict.passed and verdict.fraction == 1.0, verdict.message
+        assert spec.bands.fraction(spec.measure(case, got), "ci")[1] == 0
+
+
+def test_an_untrained_model_and_each_known_mistake_land_lower(capstone_cases):
+    from PIL import Image
+
+    spec = _spec("classify_flowers")
+    for case in capstone_cases:
+        train, images = case.args
+        torch.manual_seed(0)
+        untrained = transfer.replace_head(transfer.backbone(progress=False), 6)
+        _, valid_tf = transfer.flower_transforms(transfer.settings("ci")["capstone"]["size"])
+        photos = torch.stack([valid_tf(Image.open(f).convert("RGB")) for f in sorted(images.glob("*.jpg"))])
+        verdict = _graded(case, transfer.predict(untrained, photos).tolist())
+        assert not verdict.passed and verdict.fraction < 1.0, verdict.message
+        for mistake in spec.mistakes:
+            verdict = _graded(case, mistake.impl(train, images))
+            assert not verdict.passed and verdict.share < 1.0, (mistake.name, verdict.message)
+            assert verdict.mistake == mistake.name and mistake.message in verdict.message, verdict.message
+        constant = _graded(case, [0] * len(case.secret))
+        assert constant.share == 0.0, constant.message  # a constant answer earns nothing
 
 
 # ------------------------------------------------------------------------------ grading the lesson
@@ -233,12 +341,38 @@ def train_model(model, dataloaders, criterion, optimizer, scheduler=None, num_ep
 '''
 
 
+def _own_widget_answer(nb, student):
+    """``nb`` with the widget answer of ``student`` (each student's right answer is their own)."""
+    for cell in nb.cells:
+        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "freeze_choice":
+            cell.source = f"freeze_choice = {transfer.freeze_target(student)!r}"
+    return nb
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    return lesson_class(tmp_path_factory, LESSON, "train_model", WRONG_TRAIN)
+    students = {"alice": _own_widget_answer(solution(LESSON), "alice"), "bob": release(LESSON),
+                "carol": _own_widget_answer(answered(LESSON, "train_model", WRONG_TRAIN), "carol")}
+    return grade_class(tmp_path_factory, LESSON, students, "--workers", "2")
 
 
 def test_grading_the_lesson(graded):
-    exercises = {"set_parameter_requires_grad": 1, "replace_head": 1, "params_to_update": 1, "count_trainable": 1,
-                 "freeze_choice": 1, "train_model": 3}
-    check_lesson_class(graded, exercises, "train_model", "the weights of the last epoch")
+    """What tests/grading.py's check_lesson_class holds, with the written answer waiting for a person."""
+    auto = {"set_parameter_requires_grad": 1, "replace_head": 1, "params_to_update": 1, "count_trainable": 1,
+            "freeze_choice": 1, "train_model": 3, "classify_flowers": 5}
+    written = "written_validation_role"
+    full = sum(auto.values()) + 1
+    assert graded.returncode == 0, graded.stderr[-3000:]
+    for student in ("alice", "bob", "carol"):
+        assert {k: float(r["max_score"]) for k, r in graded.by[student].items()} == {**auto, written: 1.0}
+    assert all(graded.by["alice"][k]["status"] == "passed" for k in auto) and graded.total("alice") == full - 1
+    assert graded.by["alice"][written]["status"] == graded.by["carol"][written]["status"] == "to grade"
+    assert graded.totals["alice"]["status"] == "ok"
+    assert "top-1 accuracy on data your model never saw" in graded.page("alice")
+    assert graded.total("bob") == 0 and {r["status"] for r in graded.by["bob"].values()} <= {"failed", "error"}
+    page = graded.page("bob")
+    assert f"0 / {full:g} points" in page and "not implemented yet" in page
+    wrong = graded.by["carol"]["train_model"]
+    assert wrong["status"] == "failed" and float(wrong["score"]) == 0
+    assert graded.total("carol") == full - 1 - auto["train_model"]
+    assert "the weights of the last epoch" in graded.page("carol")

@@ -9,10 +9,11 @@ import numpy as np
 from torch import nn
 
 from course_lib.transfer import (
-    QUESTION_CLASSES,
+    QUESTION_ID,
     RESNET_GROUPS,
     count_trainable,
     freeze_groups,
+    freeze_question,
     gradient_norms,
     question_model,
     trainable_by_group,
@@ -24,14 +25,19 @@ class FreezingExplorer(GradedWidget):
     """A checkbox per part of a resnet (``stem``, ``layer1`` ... ``layer4``, ``fc``).
 
     For the ticked parts it shows the trainable parameters per part against all of them, the
-    total and its share, and the gradient each part receives from one backward pass (frozen
-    parts receive none). Record stores ``{"train": [...], "trainable": N}`` as ``answer`` and
-    shows the line to paste. ``model`` defaults to resnet18 with a new 102-class head.
+    total and whether it fits the budget, and the gradient each part receives from one backward
+    pass (frozen parts receive none). Record stores ``{"train": [...], "trainable": N}`` as
+    ``answer`` and shows the line to paste. The question (a head size and a budget) is the
+    student's own: ``freeze_question(student)``, by default for ``student_id()``; ``model``
+    defaults to resnet18 with a head of the question's size.
     """
 
     def __init__(self, model: nn.Module | None = None, train: Sequence[str] = ("fc",),
-                 answer_name: str = "freeze_choice", image_size: int = 64):
-        self.model = model if model is not None else question_model()
+                 answer_name: str = QUESTION_ID, image_size: int = 64, student: str | None = None):
+        from course_lib.common import student_id
+
+        self.question = freeze_question(student if student is not None else student_id())
+        self.model = model if model is not None else question_model(self.question["classes"])
         self.answer_name, self.image_size = answer_name, image_size
         self.boxes = {g: W.Checkbox(value=g in train, description=g, indent=False, layout=W.Layout(width="90px"))
                       for g in RESNET_GROUPS}
@@ -41,7 +47,9 @@ class FreezingExplorer(GradedWidget):
         self.answer: dict | None = None
         for box in self.boxes.values():
             box.observe(self._redraw, "value")
-        self.widget = W.VBox([W.HTML("<b>Train these parts</b> (unticked parts are frozen):"),
+        asked = (f"<b>Your dataset:</b> {self.question['classes']} classes. <b>Your budget:</b> at most "
+                 f"{self.question['budget']:,} trainable parameters.")
+        self.widget = W.VBox([W.HTML(asked), W.HTML("<b>Train these parts</b> (unticked parts are frozen):"),
                               W.HBox(list(self.boxes.values())), W.HBox([self.plot, self.info]),
                               self.record_button, self.recorded])
         self.widget.add_class("vw-freezing-explorer")  # a handle for the browser tests
@@ -80,11 +88,13 @@ class FreezingExplorer(GradedWidget):
         grads = gradient_norms(self.model, size=self.image_size)
         n, total = self.trainable, sum(b for _, b in by_group.values())
         self.plot.value = self._figure(by_group, grads)
+        budget = self.question["budget"]
         self.info.value = "<br>".join([
             f"<b>training:</b> {', '.join(self.chosen) or 'nothing'}",
             f"<b>trainable:</b> {n:,} of {total:,}",
             f"<b>share:</b> {n / total:.1%}",
-            f"<b>head:</b> {QUESTION_CLASSES} classes" if self.model.fc.out_features == QUESTION_CLASSES else "",
+            f"<b>head:</b> {self.model.fc.out_features} classes",
+            f"<b>budget:</b> {budget:,} ({'within it' if n <= budget else 'over it'})",
         ])
 
     def _record(self, *_):
