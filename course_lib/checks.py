@@ -185,6 +185,9 @@ class Spec:
     # An answer exercise whose right answer depends on the student (see course_lib.common.student_id):
     # ``target(student)`` is what the judge gets as ``expected``, so two students' answers differ.
     target: Callable[[str], Any] | None = None
+    # A right answer for a student, as their answer cell's literal holds it (the solution's is "offline"'s): the
+    # tests hand a solution in under other names with it, as an honest student who used the widget would.
+    answer_for: Callable[[str], Any] | None = None
 
     def clauses(self, kind: str) -> list[Clause]:
         return [c for c in self.contract if c.kind == kind]

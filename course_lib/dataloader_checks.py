@@ -718,12 +718,20 @@ def _pipeline_judge(case, got, expected):
     return problems[0] if problems else None
 
 
+def _valid_pipeline_answer(student: str) -> tuple[str, ...]:
+    """The validation pipeline for ``student``'s training pipeline: its size and tensor steps and the preparation
+    steps that change every image alike, without the random ones."""
+    train = ref.explorer_training_steps(student)
+    return ("Resize", "CenterCrop", *[s for s in ref.PREPARATION_STEPS if s in train], "ToTensor", "Normalize")
+
+
 VALID_PIPELINE = Spec(
     id="valid_pipeline",
     reference=None,
     judge=_pipeline_judge,
     kind="answer",
     target=ref.explorer_training_steps,
+    answer_for=_valid_pipeline_answer,
     hint=("in the explorer, tick the validation steps until the validation row shows the same picture every time, "
           "at the training size, prepared as your training pipeline prepares it; then press Record and paste the "
           "line it shows."),

@@ -534,6 +534,7 @@ LANDING_POINT = Spec(
     judge=_landing_judge,
     kind="answer",
     target=_landing_target,
+    answer_for=lambda student: tuple(round(v, 1) for v in ref.challenge_truth(student)),
     hint="in the explorer's challenge, move the prediction sliders onto the spot where the red dot lands, press "
          "Record and paste the line it shows.",
 )

@@ -1062,6 +1062,7 @@ FREEZE_CHOICE = Spec(
     reference=None,
     judge=_choice_judge,
     kind="answer",
+    answer_for=ref.freeze_target,
     target=ref.freeze_target,
     hint="in the explorer, train the head and then the stages before it, one more at a time, while the count stays "
          "within your budget; press Record and paste the line it shows.",

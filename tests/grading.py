@@ -91,10 +91,41 @@ def _shared_root(tmp_path_factory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
+def personalised(nb: nbformat.NotebookNode, student: str) -> nbformat.NotebookNode:
+    """``nb`` as ``student`` would hand it in after using the widgets: every widget answer that is the solution's
+    (right for the "offline" student) becomes ``student``'s own right answer (``Spec.answer_for``); any other answer
+    is left as it is. Each student's widget draws its own target, so a copied solution's answer would be flagged."""
+    import ast
+    import copy
+
+    from course_lib.checks import registry
+    from course_lib.common import OFFLINE_STUDENT
+
+    out = copy.deepcopy(nb)
+    for cell in out.cells:
+        spec = registry().get(notebooks.grade_id(cell) or "")
+        if spec is None or spec.answer_for is None:
+            continue
+        offline, own = spec.answer_for(OFFLINE_STUDENT), spec.answer_for(student)
+        lines = cell.source.splitlines()
+        for i, line in enumerate(lines):
+            try:
+                node = ast.parse(line.strip()).body[0]
+                value = ast.literal_eval(node.value) if isinstance(node, ast.Assign) else None
+            except (SyntaxError, ValueError, IndexError, TypeError):
+                continue
+            if value is not None and value == offline:
+                lines[i] = f"{line.split('=', 1)[0].rstrip()} = {own!r}"
+        cell.source = "\n".join(lines)
+    return out
+
+
 def _write(subs: Path, lesson: str, students: dict) -> None:
     for student, nb in students.items():
         folder = subs / student / lesson
         folder.mkdir(parents=True)
+        if isinstance(nb, nbformat.NotebookNode):
+            nb = personalised(nb, student)
         if isinstance(nb, bytes):
             (folder / f"{lesson}.ipynb").write_bytes(nb)
         elif nb is not None:  # None: a student who submitted nothing (an empty folder)

@@ -26,8 +26,7 @@ def test_reference_passes_its_own_spec(spec, hidden):
 # Known mistakes whose check fails with the judge's own sentence instead of the mistake's message: the judge
 # rejects the answer on its own (a dtype, a shape, the model's head) whatever the mistake gives, or the mistake
 # draws random levels, so no case ever matches it. course_lib must name them; until then these fail as expected.
-UNDIAGNOSED = {("make_fill_image", "float"), ("load_batch", "unnormalized"), ("load_batch", "levels_column"),
-               ("build_fill_model", "kept_head"), ("one_hot", "long")}
+UNDIAGNOSED = {("one_hot", "long")}
 MISTAKES = [pytest.param(s, m, id=f"{s.id}-{m.name}",
                          marks=[pytest.mark.xfail(raises=Undiagnosed, strict=True, reason="not named yet")]
                          if (s.id, m.name) in UNDIAGNOSED else [])
@@ -127,18 +126,24 @@ def test_mutating_inputs_does_not_poison_the_reference():
 
 
 def test_answer_spec_for_widget():
+    from course_lib.common import student_id
+    from course_lib.fill_level import same_image_target
+
     spec = get_spec("same_image_levels")
-    assert run_check(spec, (0.5, 0.51, 32)).passed
-    assert run_check(spec, (0.10, 0.12, 16)).passed
-    assert "different images" in run_check(spec, (0.5, 0.6, 32)).message
-    assert "0.005 apart" in run_check(spec, (0.5, 0.5, 32)).message
+    level, size = same_image_target(student_id())
+    rows = int(level * size)
+    inside = (round((rows + 0.1) / size, 3), round((rows + 0.9) / size, 3), size)
+    assert run_check(spec, inside).passed
+    assert "different images" in run_check(spec, (inside[0], round((rows + 1.5) / size, 3), size)).message
+    assert "0.005 apart" in run_check(spec, (inside[0], inside[0], size)).message
     assert "expected (level_a, level_b, size)" in run_check(spec, None).message
-    # Property check over many random pairs, against a direct count of white rows.
+    assert "your target" in run_check(spec, (0.5, 0.51, size + 1)).message
+    # Property check over many random pairs at the student's size, against a direct count of white rows.
     rng = np.random.default_rng(1)
     for _ in range(200):
-        a, b, s = float(rng.random()), float(rng.random()), int(rng.integers(4, 200))
-        same = int(a * s) == int(b * s) and abs(a - b) >= 0.005
-        assert run_check(spec, (a, b, s)).passed == same
+        a, b = float(rng.random()), float(rng.random())
+        same = int(a * size) == int(b * size) == rows and abs(a - b) >= 0.005
+        assert run_check(spec, (a, b, size)).passed == same
 
 
 def test_ids_are_unique_and_each_has_a_reference_or_judge():
@@ -400,3 +405,20 @@ def test_a_clause_breach_seen_by_the_probe_is_named_as_that_clause():
     assert cut.mistake == "contract:differentiable" and "Keep it differentiable." in cut.message
     changed = run_check(spec, in_place_abs)
     assert changed.mistake == "contract:unchanged:x" and "Leave x as it is." in changed.message, changed.message
+
+
+ANSWER_TARGETS = [s for s in checks.registry().values() if s.kind == "answer" and s.target is not None]
+
+
+@pytest.mark.parametrize("spec", ANSWER_TARGETS, ids=lambda s: s.id)
+def test_each_students_own_answer_is_right_for_them_alone(spec):
+    from course_lib.checks import judge_observations
+
+    assert spec.answer_for is not None, f"{spec.id}: give the spec answer_for(student) (the tests hand answers in)"
+    students = ["offline", "amy", "ben", "chen"]
+    answers = {s: spec.answer_for(s) for s in students}
+    assert len({repr(a) for a in answers.values()}) > 1, f"{spec.id}: every student has the same right answer"
+    for me in students:
+        for whose, answer in answers.items():
+            right = judge_observations(spec, [], {"kind": "answer", "value": answer}, student=me).passed
+            assert right == (answer == answers[me]), (spec.id, me, whose, answer)

@@ -101,3 +101,139 @@ def test_predict_fill_restores_mode_and_uses_no_grad():
     assert isinstance(p, float) and 0 <= p <= 1
     assert model.training
     assert all(q.grad is None for q in model.parameters())
+
+
+# ------------------------------------------------------------------ what the instructions promise, graded as said
+
+from course_lib import checks  # noqa: E402
+from course_lib.checks import get_spec, run_check  # noqa: E402
+
+
+def test_a_loss_cut_from_the_graph_loses_its_points_by_name():
+    def detached(pred, target):
+        loss = (pred.reshape(-1) - target).abs().mean()
+        return torch.tensor(loss.item())
+
+    result = run_check(get_spec("fill_l1_loss"), detached, hidden=True)
+    assert not result.passed and result.mistake == "contract:differentiable", result.message
+    assert "Keep it differentiable" in result.message
+
+
+def test_a_loss_for_column_predictions_only_loses_its_points():
+    result = run_check(get_spec("fill_l1_loss"), lambda pred, target: (pred[:, 0] - target).abs().mean(), hidden=True)
+    assert not result.passed and "pred [" in result.message and "IndexError" in result.message
+
+
+def test_predictors_that_break_a_promise_lose_their_points_by_name():
+    def left_in_eval(model, image, size=None):
+        model.eval()
+        with torch.no_grad():
+            out = model(fl.to_input(image, size)[None].to(next(model.parameters()).device))
+        return float(out.reshape(-1)[0].clamp(0, 1))
+
+    def unclamped(model, image, size=None):
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            out = model(fl.to_input(image, size)[None].to(next(model.parameters()).device))
+        model.train(was)
+        return float(out.reshape(-1)[0])
+
+    def sizeless(model, image, size=None):
+        return fl.predict_fill(model, image)
+
+    spec = get_spec("predict_fill")
+    for fn, named in ((left_in_eval, "contract:mode"), (unclamped, "contract:range"), (sizeless, "ignores_size")):
+        result = run_check(spec, fn, hidden=True)
+        assert not result.passed and result.mistake == named, (named, result.message)
+
+
+def test_any_head_that_maps_512_features_to_one_output_is_right():
+    import torchvision
+    from torch import nn
+
+    def dropout_head():
+        model = torchvision.models.resnet18(weights=None)
+        model.fc = nn.Sequential(nn.Dropout(0.2), nn.Linear(512, 1))
+        return model
+
+    assert run_check(get_spec("build_fill_model"), dropout_head, hidden=True).passed
+
+    def frozen():
+        model = dropout_head()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+
+    result = run_check(get_spec("build_fill_model"), frozen, hidden=True)
+    assert not result.passed and "do not train" in result.message
+
+
+# ------------------------------------------------------------------ the widget's target is the student's own
+
+def test_each_student_has_a_target_and_is_judged_against_it():
+    from course_lib.widgets.fill_level import FillLevelExplorer
+
+    spec = get_spec("same_image_levels")
+
+    def right_answer(student):
+        level, size = fl.same_image_target(student)
+        rows = int(level * size)
+        # Two levels well inside the target's step: rows/size is its first level, (rows+1)/size the next step's.
+        low, high = (rows + 0.1) / size, (rows + 0.9) / size
+        return (round(low, 3), round(high, 3), size)
+
+    answers = {s: right_answer(s) for s in ("alice", "bob")}
+    assert fl.same_image_target("alice") != fl.same_image_target("bob")
+    assert answers["alice"] != answers["bob"]
+    for student, answer in answers.items():
+        other = "bob" if student == "alice" else "alice"
+        assert checks.judge_observations(spec, [], {"kind": "answer", "value": answer}, student=student).passed
+        assert not checks.judge_observations(spec, [], {"kind": "answer", "value": answer}, student=other).passed
+    # The explorer shows each student their own target, and asks nothing of anyone else's.
+    assert FillLevelExplorer(student="alice").target == fl.same_image_target("alice")
+    assert f"{fl.same_image_target('bob')[1]}" in FillLevelExplorer(student="bob").task.value
+
+
+def test_the_widget_answer_must_be_the_image_of_the_target():
+    spec = get_spec("same_image_levels")
+    level, size = fl.same_image_target("alice")
+    rows = int(level * size)
+    other_step = ((rows + 2) % size + 0.1) / size, ((rows + 2) % size + 0.9) / size
+    verdict = checks.judge_observations(spec, [], {"kind": "answer", "value": (*other_step, size)}, student="alice")
+    assert not verdict.passed and "not the image of your target" in verdict.message
+
+
+# ------------------------------------------------------------------ the capstone: bands on held-out data
+
+CAPSTONE = get_spec("train_fill")
+
+
+def _capstone(fn, seed):
+    cases = checks.hidden_cases(CAPSTONE, seed, profile="ci")
+    return checks.judge_observations(CAPSTONE, cases, checks.observe_cases(CAPSTONE, fn, cases, raw=True),
+                                     profile="ci")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_reference_loop_reaches_the_top_band_in_ci(seed):
+    result = _capstone(fl.train_fill, seed)
+    assert result.passed and result.share == 1.0, result.message
+
+
+def test_an_untrained_model_and_a_constant_land_in_the_lowest_band():
+    case = checks.hidden_cases(CAPSTONE, 5, profile="ci")[0]
+    torch.manual_seed(0)
+    model = fl.build_fill_model().eval()
+    with torch.no_grad():
+        untrained = model(torch.stack([fl.to_input(img) for img in case.args[0]])).reshape(-1).clamp(0, 1)
+    for pred in (untrained, torch.full((len(case.secret),), 0.5), torch.as_tensor(case.secret).mean().expand(
+            len(case.secret))):
+        mae = CAPSTONE.measure(case, {"pred": pred})
+        assert CAPSTONE.bands.fraction(mae, "ci") == (0.0, len(CAPSTONE.bands.fractions)), mae
+
+
+@pytest.mark.parametrize("mistake", CAPSTONE.mistakes, ids=lambda m: m.name)
+def test_each_known_capstone_mistake_lands_lower_and_is_named(mistake):
+    result = _capstone(mistake.impl, 4)
+    assert result.share < 1.0 and result.mistake == mistake.name, result.message

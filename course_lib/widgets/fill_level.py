@@ -4,7 +4,8 @@ from __future__ import annotations
 import ipywidgets as W
 import matplotlib.pyplot as plt
 
-from course_lib.fill_level import make_fill_image, predict_fill
+from course_lib.common import student_id
+from course_lib.fill_level import make_fill_image, predict_fill, same_image_target
 from course_lib.widgets.base import GradedWidget, fig_png
 
 
@@ -21,15 +22,22 @@ class FillLevelExplorer(GradedWidget):
     """Slider for the fill level, a choice of image size, the image, and the model's guess.
 
     Record stores the current (level, size). After two records, ``answer`` is
-    ``(level_a, level_b, size)`` and the line to paste into the answer cell is shown.
+    ``(level_a, level_b, size)`` and the line to paste into the answer cell is shown. The graded question is
+    about the student's own target (``same_image_target(student_id())``): a level and a size, shown above the
+    slider, whose image the two recorded levels must both give.
     """
 
     def __init__(self, model=None, model_size: int | None = None, sizes=(8, 16, 32, 64, 128),
-                 answer_name: str = "same_image_levels"):
+                 answer_name: str = "same_image_levels", student: str | None = None):
         self.model, self.model_size, self.answer_name = model, model_size, answer_name
+        self.target = same_image_target(student if student is not None else student_id())
+        level, size = self.target
+        self.task = W.HTML(f"<b>your target:</b> the image of fill level {level:.3f} at size {size}")
         self.level = W.FloatSlider(value=0.5, min=0.0, max=0.999, step=0.001, readout_format=".3f",
                                    description="fill level", continuous_update=True)
-        self.size = W.Dropdown(options=list(sizes), value=sizes[1] if len(sizes) > 1 else sizes[0], description="size")
+        # The target's size joins the choices; the first view stays where it always was.
+        self.size = W.Dropdown(options=sorted({*sizes, size}), value=sizes[1] if len(sizes) > 1 else sizes[0],
+                               description="size")
         self.image = W.Image(format="png")
         self.info = W.HTML()
         self._add_record_button("record this level and size", recorded="")
@@ -39,6 +47,7 @@ class FillLevelExplorer(GradedWidget):
         self.size.observe(self._redraw, "value")
         self.clear_button.on_click(self._clear)
         self.widget = W.VBox([
+            self.task,
             W.HBox([self.level, self.size]),
             W.HBox([self.image, self.info]),
             W.HBox([self.record_button, self.clear_button]),
