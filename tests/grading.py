@@ -92,13 +92,13 @@ def _shared_root(tmp_path_factory) -> Path:
 
 
 def personalised(nb: nbformat.NotebookNode, student: str) -> nbformat.NotebookNode:
-    """``nb`` as ``student`` would hand it in after using the widgets: every widget answer that is the solution's
-    (right for the "offline" student) becomes ``student``'s own right answer (``Spec.answer_for``); any other answer
+    """``nb`` as ``student`` would hand it in after using the widgets: every widget answer that is right for the
+    "offline" student (the solution's) becomes ``student``'s own right answer (``Spec.answer_for``); any other answer
     is left as it is. Each student's widget draws its own target, so a copied solution's answer would be flagged."""
     import ast
     import copy
 
-    from course_lib.checks import registry
+    from course_lib.checks import judge_observations, registry
     from course_lib.common import OFFLINE_STUDENT
 
     out = copy.deepcopy(nb)
@@ -106,7 +106,7 @@ def personalised(nb: nbformat.NotebookNode, student: str) -> nbformat.NotebookNo
         spec = registry().get(notebooks.grade_id(cell) or "")
         if spec is None or spec.answer_for is None:
             continue
-        offline, own = spec.answer_for(OFFLINE_STUDENT), spec.answer_for(student)
+        own = spec.answer_for(student)
         lines = cell.source.splitlines()
         for i, line in enumerate(lines):
             try:
@@ -114,7 +114,8 @@ def personalised(nb: nbformat.NotebookNode, student: str) -> nbformat.NotebookNo
                 value = ast.literal_eval(node.value) if isinstance(node, ast.Assign) else None
             except (SyntaxError, ValueError, IndexError, TypeError):
                 continue
-            if value is not None and value == offline:
+            if value is not None and judge_observations(spec, [], {"kind": "answer", "value": value},
+                                                        student=OFFLINE_STUDENT).passed:
                 lines[i] = f"{line.split('=', 1)[0].rstrip()} = {own!r}"
         cell.source = "\n".join(lines)
     return out
