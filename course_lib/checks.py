@@ -809,7 +809,12 @@ def judge_observations(spec: Spec, cases: Sequence[Case], observed: dict, device
         probes = observed.get("probes") or []
         broken = _broken_clause(spec, probes[i - 1] if i <= len(probes) else None, got)
         if broken:
-            return CheckResult(spec.id, False, i - 1, f"✗ {spec.id}: {where}: {broken[0]}.", broken[1].name)
+            msg = f"✗ {spec.id}: {where}: {broken[0]}."
+            # A value out of range is often a known mistake's signature: name it too (the clause stays the count).
+            known = _diagnose(spec, case, got, judge) if broken[1].kind == "range" and spec.observe is None else None
+            if known:
+                msg += f"\n  Likely mistake: {known.message}"
+            return CheckResult(spec.id, False, i - 1, msg, broken[1].name)
         if expected is not None:
             want = expected[i - 1]
         else:

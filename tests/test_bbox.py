@@ -10,14 +10,15 @@ from course_lib import bbox as B
 from course_lib import bbox_checks as BC
 from course_lib.checks import CheckFailed, check, get_spec, run_check
 
-from grading import check_lesson_class, lesson_class
+from grading import check_lesson_class, lesson_class, release
 
 LESSON = "05_bbox"
+# The seed's IoU, in this lesson's convention (ends included), still without clamping the overlap at 0.
 SEED_IOU_NO_CLAMP = ("def box_iou(a, b) -> float:\n"
-                     "    h = min(a[2], b[2]) - max(a[0], b[0])\n"
-                     "    w = min(a[3], b[3]) - max(a[1], b[1])\n"
+                     "    h = min(a[2], b[2]) - max(a[0], b[0]) + 1\n"
+                     "    w = min(a[3], b[3]) - max(a[1], b[1]) + 1\n"
                      "    inter = h * w\n"
-                     "    return float(inter / ((a[2]-a[0])*(a[3]-a[1]) + (b[2]-b[0])*(b[3]-b[1]) - inter))\n")
+                     "    return float(inter / ((a[2]-a[0]+1)*(a[3]-a[1]+1) + (b[2]-b[0]+1)*(b[3]-b[1]+1) - inter))\n")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,8 @@ def test_largest_object_by_area_first_on_ties_and_clear_error():
     a = [(np.array([0, 0, 10, 10]), 1), (np.array([0, 0, 5, 40]), 2), (np.array([3, 3, 23, 8]), 3)]
     assert B.largest_object(a)[1] == 2
     assert B.largest_object(a[:1] + [(np.array([50, 50, 60, 60]), 9)])[1] == 1  # tie: the first
-    assert B.largest_object([(np.array([5, 0, 5, 300]), 4), (np.array([0, 0, 2, 2]), 5)])[1] == 5  # zero height
+    # A one-row box covers 1 x 301 pixels: ends included, it is the largest.
+    assert B.largest_object([(np.array([5, 0, 5, 300]), 4), (np.array([0, 0, 2, 2]), 5)])[1] == 4
     with pytest.raises(ValueError, match="no annotations"):
         B.largest_object([])
 
@@ -67,13 +69,14 @@ def test_largest_object_agrees_with_the_seeds_sort():
     rng = np.random.default_rng(1)
     for _ in range(200):
         anno = BC._anno(rng, int(rng.integers(1, 6)))
-        seed = sorted(anno, key=lambda x: np.prod(x[0][-2:] - x[0][:2]), reverse=True)[0]
+        seed = sorted(anno, key=lambda x: np.prod(x[0][-2:] - x[0][:2] + 1), reverse=True)[0]
         got = B.largest_object(anno)
         assert got[0] is seed[0] and got[1] == seed[1]
 
 
 def _xyxy(box):
-    return torch.tensor([[box[1], box[0], box[3], box[2]]], dtype=torch.float64)
+    # torchvision reads edges: the far edge is one past the last row and column.
+    return torch.tensor([[box[1], box[0], box[3] + 1, box[2] + 1]], dtype=torch.float64)
 
 
 def test_box_iou_equals_torchvision():
@@ -90,14 +93,16 @@ def test_box_iou_equals_torchvision():
 
 @pytest.mark.parametrize("a,b,want", [
     ([0, 0, 10, 10], [0, 0, 10, 10], 1.0),          # identical
-    ([0, 0, 10, 10], [0, 10, 10, 20], 0.0),         # touching side by side
-    ([0, 0, 10, 10], [10, 10, 20, 20], 0.0),        # touching at a corner
+    ([7, 3, 7, 3], [7, 3, 7, 3], 1.0),              # a one-pixel object with itself
+    ([0, 0, 10, 10], [0, 11, 10, 21], 0.0),         # side by side, no pixel shared
+    ([0, 0, 10, 10], [0, 10, 10, 20], 11 / 231),    # sharing one column of 11 pixels
+    ([0, 0, 10, 10], [10, 10, 20, 20], 1 / 241),    # sharing the corner pixel
     ([0, 0, 10, 10], [20, 30, 40, 50], 0.0),        # apart both ways: no-clamp would give a positive overlap
     ([0, 0, 10, 10], [2, 30, 8, 40], 0.0),          # rows overlap, columns apart
-    ([5, 5, 5, 9], [5, 5, 5, 9], 0.0),              # zero area: no division by zero
-    ([0, 0, 10, 10], [5, 5, 5, 9], 0.0),            # a degenerate box inside another
-    ([0, 0, 10, 10], [5, 5, 15, 15], 25 / 175),     # overlap 5x5, union 100 + 100 - 25
-    ([10, 10, 50, 90], [20, 30, 30, 40], 100 / 3200),
+    ([5, 5, 4, 9], [5, 5, 4, 9], 0.0),              # empty boxes: no division by zero
+    ([0, 0, 10, 10], [5, 5, 5, 9], 5 / 121),        # a one-row box inside another
+    ([0, 0, 10, 10], [5, 5, 15, 15], 36 / 206),     # overlap 6x6, union 121 + 121 - 36
+    ([10, 10, 50, 90], [20, 30, 30, 40], 121 / 3321),
 ])
 def test_box_iou_special_cases(a, b, want):
     assert B.box_iou(a, b) == pytest.approx(want)
@@ -157,7 +162,8 @@ def test_settings_per_profile():
 
 # ------------------------------------------------------------------------------ diagnoses
 
-@pytest.mark.parametrize("spec_id", [s.id for s in BC.SPECS if s.kind == "function"])
+# The capstone has tests of its own below: each of its runs trains two models.
+@pytest.mark.parametrize("spec_id", [s.id for s in BC.SPECS if s.kind == "function" and s.bands is None])
 def test_references_pass_and_hard_coded_answers_fail(spec_id):
     spec = get_spec(spec_id)
     assert run_check(spec, spec.reference, hidden=True).passed
@@ -186,9 +192,9 @@ def test_wrong_return_types_are_explained():
     assert "the whole (box, category) pair" in run_check(get_spec("largest_object"), box_only).message
 
     def nan_on_empty(a, b):
-        h = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-        w = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-        u = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - h * w
+        h = max(0, min(a[2], b[2]) - max(a[0], b[0]) + 1)
+        w = max(0, min(a[3], b[3]) - max(a[1], b[1]) + 1)
+        u = (a[2] - a[0] + 1) * (a[3] - a[1] + 1) + (b[2] - b[0] + 1) * (b[3] - b[1] + 1) - h * w
         return float(np.float64(h * w) / np.float64(u))
 
     with np.errstate(all="ignore"):
@@ -275,34 +281,86 @@ def test_an_error_of_ones_own_passes_the_image_without_objects():
 
 # ------------------------------------------------------------------------------ widgets
 
-def test_box_fitter_shows_iou_and_records_a_gradable_answer():
+def borderline_for(student):
+    """A box in the borderline band for ``student``'s scene, as their fitter would give it."""
+    box = get_spec("borderline_box").answer_for(student)
+    assert 0.5 <= B.box_iou(box, B.fitter_truth(student)) < 0.55
+    return box
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    from course_lib.common import STUDENT_VARIABLES
+
+    for name in STUDENT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return "offline"
+
+
+def test_box_fitter_shows_iou_and_records_a_gradable_answer(offline):
     from course_lib.widgets.bbox import BoxFitter
 
     fitter = BoxFitter()
     spec = get_spec("borderline_box")
-    top, left, bottom, right = B.FITTER_TRUTH.tolist()
-    fitter.top.value, fitter.bottom.value = top, bottom
-    fitter.left.value, fitter.right.value = left + 22, right + 22   # shifted: IoU 47/91
-    assert fitter.iou == pytest.approx(47 / 91)
-    assert f"IoU:</b> {47 / 91:.3f}" in fitter.info.value and "found, just" in fitter.info.value
+    truth = B.fitter_truth(offline)
+    assert fitter.truth.tolist() == truth.tolist()
+    box = borderline_for(offline)
+    fitter.top.value, fitter.left.value, fitter.bottom.value, fitter.right.value = box
+    assert fitter.iou == pytest.approx(B.box_iou(box, truth))
+    assert f"IoU:</b> {fitter.iou:.3f}" in fitter.info.value and "found, just" in fitter.info.value
     fitter.record_button.click()
-    assert fitter.answer == (top, left + 22, bottom, right + 22)
+    assert fitter.answer == box
     assert f"borderline_box = {fitter.answer!r}" in fitter.recorded.value
     assert run_check(spec, fitter.answer).passed
     # The truth itself is found too easily; a box further off is a miss.
-    assert "accepts it easily" in run_check(spec, tuple(B.FITTER_TRUTH.tolist())).message
-    assert "below 0.5" in run_check(spec, (top, left + 30, bottom, right + 30)).message
+    assert "accepts it easily" in run_check(spec, tuple(truth.tolist())).message
+    top, left, bottom, right = truth.tolist()
+    assert "below 0.5" in run_check(spec, (top, left + 45, bottom, right + 45)).message
     assert "inside" in run_check(spec, (top, left, bottom, 500)).message
     assert "(top, left, bottom, right)" in run_check(spec, 0.52).message
 
 
-def test_fitter_scene_is_fixed():
-    img1, truth, label = B.fitter_scene()
-    img2, _, _ = B.fitter_scene()
+def test_the_solution_holds_the_offline_students_answer():
+    from autograder import notebooks
+
+    from grading import solution
+
+    (cell,) = [c for c in solution(LESSON).cells if notebooks.grade_id(c) == "borderline_box"]
+    assert f"borderline_box = {borderline_for('offline')!r}" in cell.source
+
+
+def test_each_student_is_judged_against_their_own_dog():
+    from course_lib.checks import judge_observations
+
+    spec = get_spec("borderline_box")
+    amy, ben = spec.target("amy"), spec.target("ben")
+    assert amy != ben and amy == B.fitter_truth("amy").tolist()  # two students, two scenes
+    box_amy, box_ben = borderline_for("amy"), borderline_for("ben")
+    assert box_amy != box_ben
+    judged = {(box, who): judge_observations(spec, [], {"kind": "answer", "value": box}, student=who).passed
+              for box in (box_amy, box_ben) for who in ("amy", "ben")}
+    assert judged == {(box_amy, "amy"): True, (box_ben, "ben"): True, (box_amy, "ben"): False, (box_ben, "amy"): False}
+
+
+def test_fitter_scene_is_fixed_per_student():
+    img1, truth, label = B.fitter_scene("ada")
+    img2, _, _ = B.fitter_scene("ada")
     assert np.array_equal(img1, img2) and img1.shape == (*B.FITTER_SIZE, 3) and label == "dog"
+    assert not np.array_equal(img1, B.fitter_scene("bea")[0])
     # The painted dog fills its box: its first and last rows and columns are the box's.
     rows, cols = np.nonzero((img1 == (120, 15, 40)).all(-1))
     assert [rows.min(), cols.min(), rows.max(), cols.max()] == truth.tolist()
+
+
+def test_no_cell_states_the_widget_answer_before_the_student_answers():
+    from autograder import notebooks
+
+    nb = release(LESSON)
+    cells = nb.cells[:next(i for i, c in enumerate(nb.cells) if notebooks.grade_id(c) == "borderline_box") + 1]
+    text = " ".join(c.source for c in cells)
+    assert "0.5" in text and not any(str(list(B.fitter_truth(s))) in text for s in ("offline", "alice"))
+    for c in cells:
+        assert not c.get("outputs")  # the student's version holds no output that could show a box
 
 
 def test_prediction_browser_sorts_worst_first():
@@ -397,9 +455,78 @@ def test_one_training_step_lowers_nothing_but_runs_and_reports(ci_path):
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
+    # tests/grading.py hands each student's notebook in with their own fitter's answer (Spec.answer_for).
     return lesson_class(tmp_path_factory, LESSON, "box_iou", SEED_IOU_NO_CLAMP)
 
 
 def test_grading_the_lesson(graded):
-    exercises = {"coco_to_voc": 1, "bb_hw": 1, "draw_box": 2, "largest_object": 2, "box_iou": 2, "borderline_box": 1}
+    exercises = {"coco_to_voc": 1, "bb_hw": 1, "draw_box": 2, "largest_object": 2, "box_iou": 2, "borderline_box": 1,
+                 "detect_largest": 5}
     check_lesson_class(graded, exercises, "box_iou", "clamped at 0")
+
+
+# ------------------------------------------------------------------------------ the capstone
+
+@pytest.fixture(scope="module")
+def capstone_runs(tmp_path_factory):
+    """Three held-out folders drawn in the ci profile, the reference trained once on each (the known mistakes
+    are the reference's predictions, transformed, so they cost no training of their own)."""
+    from course_lib.checks import hidden_cases
+
+    spec = get_spec("detect_largest")
+    runs = []
+    for seed in (1, 2, 3):
+        torch.manual_seed(seed)
+        (case,) = hidden_cases(spec, seed, folder=tmp_path_factory.mktemp(f"capstone{seed}"), profile="ci")
+        runs.append((case, BC._reference_once(case.args[0])))
+    return spec, runs
+
+
+def test_capstone_held_out_labels_stay_in_the_grader(capstone_runs):
+    spec, runs = capstone_runs
+    for case, _ in runs:
+        path = case.args[0]
+        test = json.loads((path / "test.json").read_text())
+        assert test["annotations"] == [] and len(test["images"]) == len(case.secret["categories"])
+        assert sorted(p.name for p in path.iterdir()) == ["test", "test.json", "train", "train.csv", "train.json",
+                                                          "valid.json"]
+        assert len(list((path / "test").iterdir())) == len(test["images"])
+
+
+def test_capstone_reference_lands_in_the_top_band_and_mistakes_lower(capstone_runs):
+    spec, runs = capstone_runs
+    for case, got in runs:
+        assert spec.judge(case, got, None) is None
+        score = spec.measure(case, got)
+        assert spec.bands.fraction(score, "ci") == (1.0, 0), score
+        for mistake in spec.mistakes:
+            wrong = mistake.impl(case.args[0])
+            share, band = spec.bands.fraction(spec.measure(case, wrong), "ci")
+            assert band > 0 and share < 1.0, (mistake.name, spec.measure(case, wrong))
+            assert spec.diagnose(case, wrong) is mistake, mistake.name
+        assert spec.diagnose(case, got) is None
+
+
+def test_capstone_untrained_and_constant_models_earn_nothing(capstone_runs):
+    spec, runs = capstone_runs
+    case, _ = runs[0]
+    path = case.args[0]
+    s = B.capstone_settings("ci")
+    torch.manual_seed(0)
+    cls, box = B.make_model("classifier", s["size"], "small"), B.make_model("box", s["size"], "small")
+    images, sizes = B.load_test_images(path, s["size"])
+    batches = [(images.float() / 255, None, None)]
+    untrained = (B.predict(cls, batches, "cpu").argmax(1) + 1,
+                 B.boxes_to_original(B.predict(box, batches, "cpu"), s["size"], sizes).float())
+    for got in (untrained, BC._constant(path)):
+        assert spec.judge(case, got, None) is None
+        assert spec.bands.fraction(spec.measure(case, got), "ci") == (0.0, 4)
+
+
+def test_capstone_judge_explains_malformed_predictions(capstone_runs):
+    spec, runs = capstone_runs
+    case, (cats, boxes) = runs[0]
+    assert "pair (categories, boxes)" in spec.judge(case, cats, None)
+    assert "shape" in spec.judge(case, (cats[:-1], boxes), None)
+    assert "whole numbers" in spec.judge(case, (cats.float(), boxes), None)
+    assert "1 to 20" in spec.judge(case, (cats - 1 + 0 * cats.min(), boxes), None) or (cats - 1).min() >= 1
