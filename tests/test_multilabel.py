@@ -105,6 +105,8 @@ def test_reference_predictions_are_fixed():
     best_t, best_a = M.best_threshold(p1, t1, M.explorer_thresholds())
     assert best_t == pytest.approx(0.40) and best_a == pytest.approx(0.9621, abs=1e-4)
     assert M.accuracy_multi(p1, t1, 0.5, sigmoid=False).item() == pytest.approx(0.9615, abs=1e-4)
+    # A student's set is fixed by the id alone.
+    assert all(torch.equal(a, b) for a, b in zip(M.explorer_set("ada"), M.explorer_set("ada")))
 
 
 def test_settings_per_profile():
@@ -195,8 +197,25 @@ def test_mistakes_are_named(spec_id, mistake, words):
 
 
 def test_one_hot_integer_dtype_is_explained():
-    msg = run_check(get_spec("one_hot"), lambda labels, vocab: M.one_hot(labels, vocab).long()).message
-    assert "make it float" in msg
+    spec = get_spec("one_hot")
+    msg = run_check(spec, lambda labels, vocab: M.one_hot(labels, vocab).long()).message
+    long = next(m for m in spec.mistakes if m.name == "long")
+    assert "not float32" in msg and f"Likely mistake: {long.message}" in msg
+    # A bool target is said plainly, and no known mistake is named for it: none gives a bool.
+    msg = run_check(spec, lambda labels, vocab: M.one_hot(labels, vocab).bool()).message
+    assert "dtype torch.bool, not float32" in msg and "Likely mistake" not in msg
+
+
+def test_a_wrong_best_threshold_is_not_blamed_on_a_mistake_it_did_not_make():
+    # The threshold just after the best one: wrong, but neither argmin nor any other known mistake.
+    def next_one(preds, targs, thresholds):
+        ts = torch.as_tensor(thresholds, dtype=torch.float32).reshape(-1)
+        accs = M.threshold_sweep(preds, targs, ts)
+        i = min(int(accs.argmax()) + 1, len(ts) - 1)
+        return float(ts[i]), float(accs[i])
+
+    result = run_check(get_spec("best_threshold"), next_one, hidden=True)
+    assert not result.passed and "Likely mistake" not in result.message and result.mistake == ""
 
 
 def test_naive_bce_passes_and_returning_a_float_accuracy_does_not():
@@ -229,8 +248,8 @@ def test_best_threshold_accepts_any_tied_best_and_tensors():
 def test_explorer_shows_numbers_and_flips():
     from course_lib.widgets.multilabel import ThresholdExplorer
 
-    ex = ThresholdExplorer()
     p, t = M.reference_predictions()
+    ex = ThresholdExplorer(p, t)
     ex.threshold.value = 0.3
     prec, rec = M.precision_recall(p, t, 0.3)
     acc = M.accuracy_multi(p, t, 0.3, sigmoid=False).item()
@@ -255,21 +274,45 @@ def test_flip_description_marks_right_and_wrong_changes():
     assert ex.describe_flip(0) == "−car✓ (true: cat)"
 
 
-def test_recording_gives_a_gradable_answer():
+def test_recording_gives_a_gradable_answer(monkeypatch):
     from course_lib.widgets.multilabel import ThresholdExplorer
 
+    monkeypatch.setenv("COURSE_STUDENT", "ada")
     ex = ThresholdExplorer()
     spec = get_spec("chosen_threshold")
-    ex.threshold.value = 0.41
+    best_t, best_a = M.explorer_target("ada")
+    ex.threshold.value = best_t
     ex.record_button.click()
     assert f"chosen_threshold = {ex.answer!r}" in ex.recorded.value
-    assert run_check(spec, ex.answer).passed
+    assert ex.answer == (best_t, best_a) and run_check(spec, ex.answer).passed
     ex.threshold.value = 0.15
     ex.record_button.click()
     assert ex.answer[0] == 0.15
     assert "try a higher threshold" in run_check(spec, ex.answer).message
-    assert "record it with the explorer" in run_check(spec, (0.41, 0.99)).message
+    assert "record it with the explorer" in run_check(spec, (best_t, 0.99)).message
     assert "slider position" in run_check(spec, (0.415, 0.96)).message
+
+
+def test_each_student_is_judged_against_their_own_explorer_set(monkeypatch):
+    from course_lib.checks import judge_observations
+    from course_lib.widgets.multilabel import ThresholdExplorer
+
+    spec = get_spec("chosen_threshold")
+
+    def verdict(answer, student):
+        return judge_observations(spec, [], {"kind": "answer", "value": answer}, student=student).passed
+
+    ada, grace = M.explorer_target("ada"), M.explorer_target("grace")
+    assert ada != grace  # two students, two right answers
+    assert verdict(ada, "ada") and verdict(grace, "grace")
+    assert not verdict(ada, "grace") and not verdict(grace, "ada")
+    # The widget draws the set of whoever is working, so each records their own target.
+    for student, target in (("ada", ada), ("grace", grace)):
+        monkeypatch.setenv("COURSE_STUDENT", student)
+        ex = ThresholdExplorer()
+        ex.threshold.value = target[0]
+        ex.record_button.click()
+        assert ex.answer == target
 
 
 def test_explorer_with_images_shows_thumbnails():
@@ -289,10 +332,81 @@ def test_explorer_with_images_shows_thumbnails():
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
+    # grading.personalised hands the solution in with each student's own widget answer (Spec.answer_for).
     return lesson_class(tmp_path_factory, LESSON, "binary_cross_entropy", SEED_BCE)
 
 
 def test_grading_the_lesson(graded):
     exercises = {"one_hot": 1, "binary_cross_entropy": 2, "accuracy_multi": 2, "best_threshold": 2,
-                 "chosen_threshold": 1}
+                 "chosen_threshold": 1, "train_multilabel": 5}
     check_lesson_class(graded, exercises, "binary_cross_entropy", "torch.where branches swapped")
+
+
+# ------------------------------------------------------------------------------ capstone
+
+@pytest.fixture(scope="module")
+def capstone():
+    """The capstone's hidden case on seeds 1-3 (ci sizes), and the reference's verdict on each."""
+    from course_lib.checks import hidden_cases, judge_observations, observe_cases
+    from course_lib.config import using_profile
+
+    spec = get_spec("train_multilabel")
+    with using_profile("ci"):
+        cases = {seed: hidden_cases(spec, seed, profile="ci") for seed in (1, 2, 3)}
+        verdicts = {seed: judge_observations(spec, c, observe_cases(spec, M.train_multilabel, c), profile="ci")
+                    for seed, c in cases.items()}
+    return spec, cases, verdicts
+
+
+def _judged(spec, cases, answer):
+    from course_lib.checks import judge_observations, to_portable
+
+    observed = {"kind": "function", "observations": [to_portable(answer)], "device": "cpu", "devices": [["cpu"]]}
+    return judge_observations(spec, cases, observed, profile="ci")
+
+
+def test_capstone_held_out_labels_never_reach_the_student(capstone):
+    spec, cases, _ = capstone
+    case = cases[1][0]
+    train, files = case.args
+    held = files[0].parent
+    # Only images where the held-out files are: the maker's csv and json went with its folder, and no build manifest
+    # is left anywhere (its seed would give the labels away).
+    assert {p.suffix for p in held.iterdir()} == {".jpg"} and len(files) == M.capstone_settings("ci")["n_heldout"]
+    assert not (held.parent / "made").exists() and not list(held.parent.rglob(".course_manifest.json"))
+    assert case.secret.shape == (len(files), 20) and set(case.secret.unique().tolist()) == {0.0, 1.0}
+    assert (train / "train.csv").exists() and case.kwargs == {}
+
+
+def test_capstone_reference_lands_in_the_top_band_on_three_seeds(capstone):
+    _, _, verdicts = capstone
+    for seed, v in verdicts.items():
+        assert v.passed and v.share == 1.0, (seed, v.message)
+
+
+def test_capstone_constant_untrained_and_known_mistakes_land_lower(capstone):
+    from fastai.learner import Learner
+
+    spec, cases, verdicts = capstone
+    c = cases[1]
+    path, files = c[0].args
+    by_name = {m.name: m for m in spec.mistakes}
+    # A constant answer (how common each class is) earns nothing, and is named.
+    v = _judged(spec, c, by_name["constant"].impl(path, files))
+    assert v.share == 0 and v.mistake == "constant"
+    # An untrained model, with a threshold chosen on its validation rows: at most the baseline, nothing.
+    s = M.capstone_settings("ci")
+    dls = M.pascal_dataloaders(path, s["size"], s["batch_size"])
+    learn = Learner(dls, M.presence_cnn(s["width"]))
+    with learn.no_bar():
+        preds, targs = learn.get_preds()
+        thresh, _ = M.best_threshold(preds, targs, M.CAPSTONE_THRESHOLDS)
+        probs, _ = learn.get_preds(dl=dls.test_dl(files))
+    v = _judged(spec, c, (probs.as_subclass(torch.Tensor), thresh))
+    assert v.share < 0.25, v.message
+    # Logits instead of probabilities: rejected before any band, and named.
+    v = _judged(spec, c, (torch.logit(probs.as_subclass(torch.Tensor).clamp(1e-4, 1 - 1e-4)), thresh))
+    assert v.share <= 0 and v.mistake == "logits", v.message
+    # The seed's swapped BCE, trained with the reference's recipe: lower, and named.
+    v = _judged(spec, c, by_name["swapped_where"].impl(path, files))
+    assert v.share < verdicts[1].share and v.mistake == "swapped_where", v.message

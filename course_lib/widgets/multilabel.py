@@ -13,9 +13,9 @@ from torch import Tensor
 
 from course_lib.multilabel import (
     accuracy_multi,
+    explorer_set,
     explorer_thresholds,
     precision_recall,
-    reference_predictions,
     threshold_sweep,
 )
 from course_lib.widgets.base import GradedWidget, fig_png
@@ -28,14 +28,15 @@ class ThresholdExplorer(GradedWidget):
 
     Shows the accuracy, precision and recall curves with the current threshold marked, the numbers
     at that threshold, and the images whose predicted labels differ from those at 0.5 ("flips"),
-    as thumbnails when ``items`` (image paths, one per row) are given. Record stores
+    as thumbnails when ``items`` (image paths, one per row) are given. Without ``preds``, the graded set of
+    the student who is working (:func:`course_lib.multilabel.explorer_set`). Record stores
     ``(threshold, accuracy)``; ``answer`` is the last record and the line to paste is shown.
     """
 
     def __init__(self, preds: Tensor | None = None, targs: Tensor | None = None, vocab: Sequence[str] | None = None,
                  items: Sequence[Path] | None = None, answer_name: str = "chosen_threshold"):
         if preds is None or targs is None:
-            preds, targs = reference_predictions()
+            preds, targs = explorer_set()  # the graded set: the student's own
         if vocab is None:
             from course_lib.data.pascal import VOC_CLASSES
 
