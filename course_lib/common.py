@@ -27,21 +27,29 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # ----------------------------------------------------------------------------- who the student is
 
 OFFLINE_STUDENT = "offline"
-STUDENT_VARIABLES = ("COURSE_STUDENT", "JUPYTERHUB_USER")
+
+
+NBGRADER_STEPS = ("autograded", "submitted")
 
 
 def student_id() -> str:
-    """Who is working: ``COURSE_STUDENT`` (the grader sets it to nbgrader's student id; a student off a hub
-    sets it to the id their instructor uses), then ``JUPYTERHUB_USER`` on a hub, else ``"offline"``.
+    """Who is working: ``COURSE_STUDENT`` (a student off a hub sets it to the id their instructor uses), then
+    nbgrader's student id when nbgrader grades (it runs a notebook in ``autograded/<student>/<assignment>/``),
+    then ``JUPYTERHUB_USER`` on a hub, else ``"offline"``.
 
     Introduced in lesson 01_dataloader: each graded widget draws its target from it, so two students'
     right answers differ, and the grader judges an answer against the target of the student who handed it in.
     """
-    for name in STUDENT_VARIABLES:
-        value = os.environ.get(name, "").strip()
-        if value:
-            return value
-    return OFFLINE_STUDENT
+    own = os.environ.get("COURSE_STUDENT", "").strip()
+    if own:
+        return own
+    try:
+        here = Path.cwd()
+    except OSError:  # a working folder removed under the process
+        here = Path("/")
+    if here.parent.parent.name in NBGRADER_STEPS and here.parent.name:
+        return here.parent.name
+    return os.environ.get("JUPYTERHUB_USER", "").strip() or OFFLINE_STUDENT
 
 
 def student_seed(student: str, exercise: str) -> int:

@@ -290,11 +290,11 @@ def borderline_for(student):
 
 @pytest.fixture
 def offline(monkeypatch):
-    from course_lib.common import STUDENT_VARIABLES
+    from course_lib.common import OFFLINE_STUDENT
 
-    for name in STUDENT_VARIABLES:
+    for name in ("COURSE_STUDENT", "JUPYTERHUB_USER"):
         monkeypatch.delenv(name, raising=False)
-    return "offline"
+    return OFFLINE_STUDENT
 
 
 def test_box_fitter_shows_iou_and_records_a_gradable_answer(offline):

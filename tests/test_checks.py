@@ -422,3 +422,20 @@ def test_each_students_own_answer_is_right_for_them_alone(spec):
         for whose, answer in answers.items():
             right = judge_observations(spec, [], {"kind": "answer", "value": answer}, student=me).passed
             assert right == (answer == answers[me]), (spec.id, me, whose, answer)
+
+
+def test_the_student_is_who_the_setting_the_nbgrader_folder_or_the_hub_says(tmp_path, monkeypatch):
+    from course_lib.common import OFFLINE_STUDENT, student_id
+
+    for name in ("COURSE_STUDENT", "JUPYTERHUB_USER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert student_id() == OFFLINE_STUDENT
+    monkeypatch.setenv("JUPYTERHUB_USER", "hub_user")
+    assert student_id() == "hub_user"
+    graded = tmp_path / "autograded" / "amy" / "06_fill_level"  # where nbgrader runs amy's notebook
+    graded.mkdir(parents=True)
+    monkeypatch.chdir(graded)
+    assert student_id() == "amy"  # the instructor's hub name is nobody's target
+    monkeypatch.setenv("COURSE_STUDENT", "set_by_hand")
+    assert student_id() == "set_by_hand"

@@ -27,7 +27,7 @@ import pytest
 
 from autograder import cli, cluster, grade, notebooks
 
-from grading import write_short_course
+from grading import personalised, write_short_course
 
 LESSON = "06_fill_level"
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,7 +118,7 @@ def _write_class(root: Path, students: dict) -> Path:
         if isinstance(nb, bytes):
             path.write_bytes(nb)
         else:
-            nbformat.write(nb, path)
+            nbformat.write(personalised(nb, student), path)
     return root
 
 

@@ -22,7 +22,7 @@ import torch
 
 from autograder import grade, judge, notebooks
 
-from grading import write_short_course
+from grading import personalised, write_short_course
 
 LESSON = "06_fill_level"
 ROOT = Path(__file__).resolve().parent.parent
@@ -231,7 +231,7 @@ def _write_class(subs: Path, students: dict) -> None:
     for student, nb in students.items():
         path = subs / student / LESSON / f"{LESSON}.ipynb"
         path.parent.mkdir(parents=True)
-        nbformat.write(nb, path)
+        nbformat.write(personalised(nb, student), path)
 
 
 def _by(rows):

@@ -18,7 +18,18 @@ import pytest
 from autograder import grade, notebooks
 from autograder.journal import JOURNAL
 
-from grading import GRADER_ENV, ROOT, answered, copy_class, grade_more, lesson_class, release, run_grader, solution
+from grading import (
+    GRADER_ENV,
+    ROOT,
+    answered,
+    copy_class,
+    grade_more,
+    lesson_class,
+    personalised,
+    release,
+    run_grader,
+    solution,
+)
 
 LESSON = "03_multilabel"
 SEED_BCE = ("def binary_cross_entropy(inputs, targets):\n"
@@ -147,7 +158,7 @@ def test_totals_match_nbgrader_export(graded, tmp_path):
 def test_a_second_run_regrades_only_what_changed(graded):
     subs, out = graded.subs, graded.out  # this module's own copy of the class: the last test to read it
     before = _journal(out)
-    nbformat.write(answered(LESSON, "binary_cross_entropy", SEED_BCE),  # alice resubmits with a mistake
+    nbformat.write(personalised(answered(LESSON, "binary_cross_entropy", SEED_BCE), "alice"),  # resubmitted, wrong
                    subs / "alice" / LESSON / f"{LESSON}.ipynb")
     proc = run_grader(subs, out, "--workers", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -163,7 +174,7 @@ def test_a_killed_grader_resumes_without_regrading(tmp_path):
     subs, out = tmp_path / "class", tmp_path / "out"
     for student, nb in (("amy", _solution()), ("ben", release(LESSON))):
         (subs / student / LESSON).mkdir(parents=True)
-        nbformat.write(nb, subs / student / LESSON / f"{LESSON}.ipynb")
+        nbformat.write(personalised(nb, student), subs / student / LESSON / f"{LESSON}.ipynb")
     proc = subprocess.Popen([sys.executable, "-m", "autograder", "grade", str(subs), "--out", str(out)],
                             cwd=ROOT, env={**os.environ, **GRADER_ENV}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

@@ -407,7 +407,7 @@ def test_the_reference_lands_in_the_top_band_on_three_seeds():
     for seed in (1, 2, 3):
         result = _held_out_verdict(K.locate_heads, seed)
         assert result.passed and result.fraction == 1.0, result.message
-        errors.append(float(result.message.split("never saw: ")[1].split(",")[0]))
+        errors.append(float(result.message.split("held-out data: ")[1].split(",")[0]))
     print("reference mean errors (px):", errors)
 
 

@@ -368,7 +368,7 @@ def test_grading_the_lesson(graded):
     assert all(graded.by["alice"][k]["status"] == "passed" for k in auto) and graded.total("alice") == full - 1
     assert graded.by["alice"][written]["status"] == graded.by["carol"][written]["status"] == "to grade"
     assert graded.totals["alice"]["status"] == "ok"
-    assert "top-1 accuracy on data your model never saw" in graded.page("alice")
+    assert "top-1 accuracy on held-out data" in graded.page("alice")
     assert graded.total("bob") == 0 and {r["status"] for r in graded.by["bob"].values()} <= {"failed", "error"}
     page = graded.page("bob")
     assert f"0 / {full:g} points" in page and "not implemented yet" in page

@@ -3,6 +3,7 @@ import torch
 
 from course_lib import fill_level
 from course_lib.checks import get_spec, run_check
+from course_lib.common import student_id
 from course_lib.widgets.fill_level import FillLevelExplorer
 
 
@@ -29,17 +30,18 @@ def test_explorer_shows_model_prediction_and_error():
 
 def test_recording_two_levels_gives_a_gradable_answer():
     ex = FillLevelExplorer()
-    ex.size.value = 16
-    ex.level.value = 0.503
+    low, high, size = get_spec("same_image_levels").answer_for(student_id())  # two levels inside the target's step
+    ex.size.value = size
+    ex.level.value = low
     ex.record_button.click()
     assert ex.answer is None and "Record two levels" in ex.recorded.value
-    ex.level.value = 0.55
+    ex.level.value = high
     ex.record_button.click()
-    assert ex.answer == (0.503, 0.55, 16)
-    assert "same_image_levels = (0.503, 0.55, 16)" in ex.recorded.value
+    assert ex.answer == (low, high, size)
+    assert f"same_image_levels = {(low, high, size)!r}" in ex.recorded.value
     assert run_check(get_spec("same_image_levels"), ex.answer).passed
     # A pair in different steps is recorded faithfully and graded wrong.
-    ex.level.value = 0.7
+    ex.level.value = min(1.0, high + 3 / size)
     ex.record_button.click()
     assert not run_check(get_spec("same_image_levels"), ex.answer).passed
     ex.clear_button.click()
