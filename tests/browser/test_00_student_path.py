@@ -53,8 +53,9 @@ def solution_code(lesson: str, grade_id: str) -> str:
 
 
 def exercise_ids(nb) -> list[str]:
+    """The answer cells a student writes code in (written answers, Markdown cells for a person to grade, are left)."""
     return [c["metadata"]["nbgrader"]["grade_id"] for c in nb.cells_json
-            if c.get("metadata", {}).get("nbgrader", {}).get("solution")]
+            if c.get("metadata", {}).get("nbgrader", {}).get("solution") and c.get("cell_type") == "code"]
 
 
 def walk(nb, lesson: str, widget_cell: str, answer_id: str, use_widget, tick=lambda: None) -> None:
