@@ -55,7 +55,8 @@ CLASS=/tmp/vwb-gpu-class
 rm -rf "$CLASS" "$RESULTS/grades"
 for src in solutions/*/*.ipynb; do
   lesson=$(basename "$(dirname "$src")")
-  mkdir -p "$CLASS/solution/$lesson" && cp "$src" "$CLASS/solution/$lesson/"
+  # Handed in as the offline student, whose widget answers the solutions hold.
+  mkdir -p "$CLASS/offline/$lesson" && cp "$src" "$CLASS/offline/$lesson/"
 done
 SANDBOX=()
 $PY -c "from autograder.sandbox import available; ok, why = available(); print('sandbox:', ok, why); raise SystemExit(0 if ok else 1)" \
@@ -71,10 +72,11 @@ if not (out / "grades.csv").exists():
     raise SystemExit("no grades.csv: the grading run did not finish")
 rows = list(csv.DictReader(open(out / "grades.csv")))
 for r in rows:
-    print(f"{r['lesson']:22s} {r['exercise']:28s} {float(r['score']):5.2f}/{float(r['max_score']):<4g} {r['status']:9s} "
-          f"{r['message'].splitlines()[0][:90] if r['message'] else ''}")
+    print(f"{r['lesson']:22s} {r['exercise']:28s} {float(r['score']):5.2f}/{float(r['max_score']):<4g} {r['status']}")
 got, full = sum(float(r["score"]) for r in rows), sum(float(r["max_score"]) for r in rows)
-print(f"solutions, profile {sys.argv[2]}: {got:g} / {full:g} points")
+print(f"solutions, profile {sys.argv[2]}: {got:g} / {full:g} points (written answers wait for a person)")
+for line in (out / "totals.csv").read_text().splitlines():
+    print("totals:", line)
 PY
 
 step "fill-level benchmark (seed recipe against the course's)"
