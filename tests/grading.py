@@ -7,7 +7,7 @@ alice hands in the solution, bob the untouched student notebook, carol the solut
 
 A class is graded once per test run, however many test files ask for it and whichever pytest-xdist worker runs
 them: the first to ask grades it under a file lock in the run's shared temporary folder, the others read what it
-left (test_multilabel.py and test_grade_ops.py grade lesson 03's class this way). So a class's folders are shared:
+left (test_dataloader.py and test_grade_ops.py grade lesson 01's class this way). So a class's folders are shared:
 read them and never change them; :func:`copy_class` gives a copy of one's own to change.
 """
 from __future__ import annotations
@@ -29,6 +29,10 @@ import nbformat
 from autograder import notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
+# Lesson 01's class mistake (carol's), shared by the two files that grade that class: a batch left as lists.
+LIST_COLLATE = ("def collate(items):\n"
+                "    xs, ys = zip(*items)\n"
+                "    return list(xs), list(ys)\n")
 # One math thread per grading process: each test worker grades with two workers on a machine of two cores.
 GRADER_ENV = {"OMP_NUM_THREADS": "1"}
 
@@ -165,10 +169,29 @@ def grade_class(tmp_path_factory, lesson: str, students: dict, *args: str, env: 
     return Graded.read(folder, lesson)
 
 
+def capstone(lesson: str) -> str:
+    """The id of ``lesson``'s capstone: the exercise graded in bands on held-out data."""
+    from course_lib.checks import registry
+
+    specs = registry()
+    return next(e.id for e in notebooks.exercises(solution(lesson)) if specs[e.id].bands is not None)
+
+
+def unanswered(nb: nbformat.NotebookNode, lesson: str, grade_id: str) -> nbformat.NotebookNode:
+    """``nb`` with the answer cell ``grade_id`` as the student version hands it out: its stub."""
+    stub = next(c.source for c in release(lesson).cells if notebooks.grade_id(c) == grade_id)
+    for cell in nb.cells:
+        if notebooks.grade_id(cell) == grade_id:
+            cell.source = stub
+    return nb
+
+
 def lesson_class(tmp_path_factory, lesson: str, wrong_id: str, wrong_source: str) -> Graded:
     """alice: the solution; bob: the untouched student notebook; carol: the solution with ``wrong_source`` as her
-    answer to ``wrong_id``. Graded by two workers."""
-    students = {"alice": solution(lesson), "bob": release(lesson), "carol": answered(lesson, wrong_id, wrong_source)}
+    answer to ``wrong_id`` and the capstone left unanswered (so the class trains it once, alice's: the capstone's
+    own tests judge what it gives). Graded by two workers."""
+    carol = unanswered(answered(lesson, wrong_id, wrong_source), lesson, capstone(lesson))
+    students = {"alice": solution(lesson), "bob": release(lesson), "carol": carol}
     return grade_class(tmp_path_factory, lesson, students, "--workers", "2")
 
 
@@ -195,7 +218,8 @@ def grade_more(graded: Graded, students: dict, *args: str, env: dict | None = No
 def check_lesson_class(g: Graded, exercises: dict[str, float], wrong_id: str, diagnosis: str) -> None:
     """What grading :func:`lesson_class` must give: every exercise with its points; the solution full marks (and
     its notebook run in the grader's kernel without trouble); the untouched notebook nothing, with a feedback
-    page that says why; the known mistake loses exactly its exercise, and the feedback names the mistake."""
+    page that says why; the known mistake loses exactly its exercise (and carol the capstone she left unanswered),
+    and the feedback names the mistake."""
     assert g.returncode == 0, g.stderr[-3000:]
     from autograder import notebooks
 
@@ -211,7 +235,9 @@ def check_lesson_class(g: Graded, exercises: dict[str, float], wrong_id: str, di
     assert f"0 / {full + sum(written.values()):g} points" in page and "not implemented yet" in page
     wrong = g.by["carol"][wrong_id]
     assert wrong["status"] == "failed" and float(wrong["score"]) == 0
-    assert g.total("carol") == full - exercises[wrong_id]
+    left = capstone(g.lesson)
+    assert g.by["carol"][left]["status"] == "failed" and float(g.by["carol"][left]["score"]) == 0
+    assert g.total("carol") == full - exercises[wrong_id] - exercises[left]
     assert diagnosis in g.page("carol")
 
 

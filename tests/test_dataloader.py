@@ -12,12 +12,9 @@ from course_lib import dataloader as D
 from course_lib.checks import Case, CheckFailed, check, get_spec, run_check
 from course_lib.data.pascal import VOC_CLASSES
 
-from grading import answered, grade_class, release
+from grading import LIST_COLLATE, lesson_class
 
 LESSON = "01_dataloader"
-LIST_COLLATE = ("def collate(items):\n"
-                "    xs, ys = zip(*items)\n"
-                "    return list(xs), list(ys)\n")
 
 
 @pytest.fixture(scope="module")
@@ -489,22 +486,10 @@ def test_capstone_folder_hides_its_truth_in_the_secret(tmp_path):
 
 # ------------------------------------------------------------------------------ grading the lesson
 
-def _with_own_widget_answer(nb, student: str):
-    """The notebook with ``student``'s own right answer to the explorer in its answer cell."""
-    for cell in nb.cells:
-        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "valid_pipeline":
-            cell.source = f"valid_pipeline = {_right_answer(student)!r}"
-    return nb
-
-
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    from grading import solution
-
-    # Each student's widget answer must be their own (the explorer draws a training pipeline per student).
-    students = {"alice": _with_own_widget_answer(solution(LESSON), "alice"), "bob": release(LESSON),
-                "carol": _with_own_widget_answer(answered(LESSON, "collate", LIST_COLLATE), "carol")}
-    return grade_class(tmp_path_factory, LESSON, students, "--workers", "2")
+    # The grader's class, shared with test_grade_ops.py (graded once); each student's widget answer is their own.
+    return lesson_class(tmp_path_factory, LESSON, "collate", LIST_COLLATE)
 
 
 def test_grading_the_lesson(graded):
@@ -524,5 +509,6 @@ def test_grading_the_lesson(graded):
     assert f"0 / {full:g} points" in page and "not implemented yet" in page
     wrong = g.by["carol"]["collate"]
     assert wrong["status"] == "failed" and float(wrong["score"]) == 0
-    assert g.total("carol") == auto - exercises["collate"]
+    assert g.by["carol"]["make_dataloaders"]["status"] == "failed"  # left unanswered (tests/grading.py)
+    assert g.total("carol") == auto - exercises["collate"] - exercises["make_dataloaders"]
     assert "you returned lists of tensors" in g.page("carol")

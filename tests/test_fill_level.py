@@ -233,7 +233,5 @@ def test_an_untrained_model_and_a_constant_land_in_the_lowest_band():
         assert CAPSTONE.bands.fraction(mae, "ci") == (0.0, len(CAPSTONE.bands.fractions)), mae
 
 
-@pytest.mark.parametrize("mistake", CAPSTONE.mistakes, ids=lambda m: m.name)
-def test_each_known_capstone_mistake_lands_lower_and_is_named(mistake):
-    result = _capstone(mistake.impl, 4)
-    assert result.share < 1.0 and result.mistake == mistake.name, result.message
+# Each known mistake of the loop lands below the top band and is named: tests/test_checks.py's
+# test_every_known_mistake_is_diagnosed_as_itself runs each one on the capstone's hidden case.

@@ -1,8 +1,8 @@
 """Grading a class that misbehaves: hangs, crashes, floods, a killed grader; what the instructor gets.
 
-One small class of lesson 03 (the cheapest to run) is graded with two workers: test_multilabel.py's class (alice,
-bob, carol: graded once for both files), copied, with the students who misbehave added and graded into it. The
-tests read what it left behind.
+One small class of lesson 01 (the cheapest to run: its capstone trains nothing) is graded with two workers:
+test_dataloader.py's class (alice, bob, carol: graded once for both files), copied, with the students who misbehave
+added and graded into it. The tests read what it left behind.
 """
 import csv
 import json
@@ -20,6 +20,7 @@ from autograder.journal import JOURNAL
 
 from grading import (
     GRADER_ENV,
+    LIST_COLLATE,
     ROOT,
     answered,
     copy_class,
@@ -31,10 +32,7 @@ from grading import (
     solution,
 )
 
-LESSON = "03_multilabel"
-SEED_BCE = ("def binary_cross_entropy(inputs, targets):\n"
-            "    inputs = inputs.sigmoid()\n"
-            "    return -torch.where(targets==1, 1-inputs, inputs).log().mean()\n")  # branches swapped
+LESSON = "01_dataloader"
 
 
 def _solution():
@@ -45,22 +43,9 @@ def _possible():
     return sum(e.points for e in notebooks.exercises(_solution()))
 
 
-# The students of CASES test how the grader survives their top-level code: they hand in the capstone unanswered
-# (its stub), so the class does not train it five more times; their other exercises are the solution's.
-CAPSTONE = "train_multilabel"
-
-
-def _without_capstone(nb):
-    stub = next(c.source for c in release(LESSON).cells if notebooks.grade_id(c) == CAPSTONE)
-    for cell in nb.cells:
-        if notebooks.grade_id(cell) == CAPSTONE:
-            cell.source = stub
-    return nb
-
-
 def _judged(g, student):
-    """``student``'s rows of the exercises the judge decides, the capstone aside (written answers wait for a person)."""
-    auto = {e.id for e in notebooks.exercises(_solution())} - {CAPSTONE}
+    """``student``'s rows of the exercises the judge decides (written answers wait for a person)."""
+    auto = {e.id for e in notebooks.exercises(_solution())}
     return {k: r for k, r in g.by[student].items() if k in auto}
 
 
@@ -76,24 +61,26 @@ def _journal(out):
     return [json.loads(line) for line in (out / JOURNAL).read_text().splitlines() if line.strip()]
 
 
+# Each student hands in the solution with top-level code that misbehaves at the top of one answer cell.
 CASES = {
-    "hangs": ("best_threshold", "import time\ntime.sleep(10_000)"),
-    "exits": ("accuracy_multi", "import os\nos._exit(3)"),
-    "segfaults": ("best_threshold", "import ctypes\nctypes.string_at(0)"),
-    "hogs": ("binary_cross_entropy", "hog = bytearray(64 * 2**30)  # more than the kernel's memory limit"),
-    "floods": ("one_hot", "print('x' * 30_000_000)\n"
-                          "from IPython.display import Image, display\n"
-                          "display(Image(data=b'\\x89PNG' + bytes(8_000_000)))"),
+    "hangs": ("denormalize", "import time\ntime.sleep(10_000)"),
+    "exits": ("get_y", "import os\nos._exit(3)"),
+    "segfaults": ("splitter", "import ctypes\nctypes.string_at(0)"),
+    "hogs": ("collate", "hog = bytearray(64 * 2**30)  # more than the kernel's memory limit"),
+    # IPython's Image under its own module name: the lesson's `Image` is PIL's.
+    "floods": ("get_x", "print('x' * 30_000_000)\n"
+                        "import IPython.display as ipd\n"
+                        "ipd.display(ipd.Image(data=b'\\x89PNG' + bytes(8_000_000)))"),
 }
 STUDENTS = set(CASES) | {"alice", "bob", "carol"}
 
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    base = lesson_class(tmp_path_factory, LESSON, "binary_cross_entropy", SEED_BCE)
+    base = lesson_class(tmp_path_factory, LESSON, "collate", LIST_COLLATE)
     assert base.returncode == 0, base.stderr[-3000:]
     mine = copy_class(base, tmp_path_factory.mktemp("class"))
-    students = {student: _prefix(_without_capstone(_solution()), *case) for student, case in CASES.items()}
+    students = {student: _prefix(_solution(), *case) for student, case in CASES.items()}
     return grade_more(mine, students, "--workers", "2")
 
 
@@ -105,7 +92,7 @@ def test_the_whole_class_is_graded(graded):
     for student in STUDENTS:
         assert list(g.by[student]) == exercises  # one row per exercise, no duplicates, notebook order
     assert len(_journal(g.out)) == len(STUDENTS)
-    assert "3 unchanged since the last run" in g.stdout  # alice, bob and carol: test_multilabel.py's grading
+    assert "3 unchanged since the last run" in g.stdout  # alice, bob and carol: test_dataloader.py's grading
     assert float(g.totals["alice"]["score"]) == _possible() and g.totals["alice"]["status"] == "ok"
 
 
@@ -135,8 +122,7 @@ def test_memory_exhaustion_is_contained_and_reported(graded):
 
 
 def test_huge_output_is_capped_and_graded(graded):
-    capstone = next(e.points for e in notebooks.exercises(_solution()) if e.id == CAPSTONE)
-    assert float(graded.totals["floods"]["score"]) == _possible() - capstone
+    assert float(graded.totals["floods"]["score"]) == _possible()
     page = graded.out / "feedback" / "floods" / f"{LESSON}.html"
     assert page.stat().st_size < 12_000_000  # 38 MB printed and displayed; 2 MB kept per cell (escaped in HTML)
     assert "[autograder] output cut" in page.read_text()
@@ -152,13 +138,13 @@ def test_feedback_never_shows_hidden_tests(graded):
             for line in src.splitlines():
                 if line.strip() and not line.startswith("#") and len(line.strip()) > 12:
                     assert line not in page, line
-    assert "torch.where branches swapped" in graded.page("carol")  # the diagnosis still reaches the student
+    assert "you returned lists of tensors" in graded.page("carol")  # the diagnosis still reaches the student
 
 
 def test_class_report_shows_distributions_diagnoses_and_problems(graded):
     page = (graded.out / "report.html").read_text()
     assert page.count("data:image/png;base64") >= 1 + len(notebooks.exercises(_solution()))
-    assert "known mistake “swapped_where”" in page  # carol's diagnosis, among the most common, by its name
+    assert "known mistake “lists”" in page  # carol's diagnosis, among the most common, by its name
     for student, status in (("hangs", "timeout"), ("exits", "kernel_died"), ("segfaults", "kernel_died"),
                             ("hogs", "out_of_memory")):
         assert f"<td>{student}</td><td>{status}</td>" in page
@@ -178,7 +164,7 @@ def test_totals_match_nbgrader_export(graded, tmp_path):
 def test_a_second_run_regrades_only_what_changed(graded):
     subs, out = graded.subs, graded.out  # this module's own copy of the class: the last test to read it
     before = _journal(out)
-    nbformat.write(personalised(answered(LESSON, "binary_cross_entropy", SEED_BCE), "alice"),  # resubmitted, wrong
+    nbformat.write(personalised(answered(LESSON, "collate", LIST_COLLATE), "alice"),  # resubmitted, wrong
                    subs / "alice" / LESSON / f"{LESSON}.ipynb")
     proc = run_grader(subs, out, "--workers", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from autograder import notebooks
 from course_lib import keypoints as K
 from course_lib.checks import CheckFailed, check, get_spec, run_check
 from course_lib.data import biwi
 
-from grading import answered, grade_class, release, solution
+from grading import lesson_class
 
 LESSON = "04_keypoints"
 FORGETS_LO = "def sigmoid_range(x, lo, hi):\n    return torch.sigmoid(x) * (hi - lo)\n"
@@ -425,20 +424,11 @@ def test_an_untrained_model_and_each_known_mistake_land_lower(monkeypatch):
 
 # ------------------------------------------------------------------------------ grading the lesson
 
-def _own_landing(nb, student):
-    col, row = K.challenge_truth(student)
-    for cell in nb.cells:
-        if notebooks.grade_id(cell) == "landing_point":
-            cell.source = f"landing_point = ({col}, {row})\n"
-    return nb
-
-
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    # Each student's widget draws a challenge of their own, so each hands in the answer to their own.
-    students = {"alice": _own_landing(solution(LESSON), "alice"), "bob": release(LESSON),
-                "carol": _own_landing(answered(LESSON, "sigmoid_range", FORGETS_LO), "carol")}
-    return grade_class(tmp_path_factory, LESSON, students, "--workers", "2")
+    # Each student's widget draws a challenge of their own: tests/grading.py hands each notebook in with the answer
+    # to its student's own (Spec.answer_for).
+    return lesson_class(tmp_path_factory, LESSON, "sigmoid_range", FORGETS_LO)
 
 
 def test_grading_the_lesson(graded):
@@ -458,5 +448,6 @@ def test_grading_the_lesson(graded):
     assert f"0 / {full:g} points" in page and "not implemented yet" in page
     wrong = g.by["carol"]["sigmoid_range"]
     assert wrong["status"] == "failed" and float(wrong["score"]) == 0
-    assert g.total("carol") == auto - exercises["sigmoid_range"]
+    assert g.by["carol"]["locate_heads"]["status"] == "failed"  # left unanswered (tests/grading.py)
+    assert g.total("carol") == auto - exercises["sigmoid_range"] - exercises["locate_heads"]
     assert "forgot to add lo" in g.page("carol")

@@ -384,10 +384,10 @@ def test_capstone_reference_lands_in_the_top_band_on_three_seeds(capstone):
         assert v.passed and v.share == 1.0, (seed, v.message)
 
 
-def test_capstone_constant_untrained_and_known_mistakes_land_lower(capstone):
+def test_capstone_constant_untrained_and_logits_land_lower(capstone):
     from fastai.learner import Learner
 
-    spec, cases, verdicts = capstone
+    spec, cases, _ = capstone
     c = cases[1]
     path, files = c[0].args
     by_name = {m.name: m for m in spec.mistakes}
@@ -407,6 +407,5 @@ def test_capstone_constant_untrained_and_known_mistakes_land_lower(capstone):
     # Logits instead of probabilities: rejected before any band, and named.
     v = _judged(spec, c, (torch.logit(probs.as_subclass(torch.Tensor).clamp(1e-4, 1 - 1e-4)), thresh))
     assert v.share <= 0 and v.mistake == "logits", v.message
-    # The seed's swapped BCE, trained with the reference's recipe: lower, and named.
-    v = _judged(spec, c, by_name["swapped_where"].impl(path, files))
-    assert v.share < verdicts[1].share and v.mistake == "swapped_where", v.message
+    # The seed's swapped BCE, trained with the reference's recipe, lands lower and is named: tests/test_checks.py's
+    # test_every_known_mistake_is_diagnosed_as_itself trains it on the hidden case.
