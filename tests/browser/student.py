@@ -61,6 +61,14 @@ def checkbox(widget: Locator, label: str) -> Locator:
     return widget.get_by_role("checkbox", name=label, exact=True)
 
 
+def valid_checkbox(widget: Locator, step: str) -> Locator:
+    """Lesson 01's augmentation explorer: the valid-column checkbox of ``step``'s row (a row holds train, then
+    valid)."""
+    row = widget.locator(".widget-hbox").filter(
+        has=widget.page.locator(".widget-html-content", has_text=_exact(step))).last
+    return row.locator("input[type=checkbox]").nth(1)
+
+
 def click_checkbox(box: Locator, checked: bool) -> None:
     box.scroll_into_view_if_needed()
     box.set_checked(checked)

@@ -19,7 +19,7 @@ import pytest
 from playwright.sync_api import expect
 
 from course_lib.checks import get_spec
-from course_lib.multilabel import explorer_target
+from course_lib.dataloader import PREPARATION_STEPS, RANDOM_STEPS, explorer_training_steps
 
 import student as S
 from labharness import ART, GRADING, ROOT, STUDENT
@@ -28,12 +28,12 @@ SUBMISSIONS = ART / "submissions"
 GRADED = ART / "graded"
 
 WRONG = {
-    # The lesson's own warning: swapped torch.where branches reward wrong answers.
-    "03_multilabel": ("binary_cross_entropy",
-                      "def binary_cross_entropy(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:\n"
-                      "    p = inputs.sigmoid()\n"
-                      "    return -torch.where(targets == 1, 1 - p, p).log().mean()\n",
-                      "torch.where branches swapped"),
+    # A batch left as two lists: the lesson's collate must stack.
+    "01_dataloader": ("collate",
+                      "def collate(items):\n"
+                      "    xs, ys = zip(*items)\n"
+                      "    return list(xs), list(ys)\n",
+                      "you returned lists of tensors"),
     # COCO's x first, where numpy indexes [row, column].
     "05_bbox": ("coco_to_voc",
                 "def coco_to_voc(bbox) -> np.ndarray:\n"
@@ -101,21 +101,23 @@ def _fresh_submissions():
     shutil.rmtree(GRADED, ignore_errors=True)
 
 
-def test_student_03_multilabel(open_notebook, runner):
-    lesson = "03_multilabel"
+def test_student_01_dataloader(open_notebook, runner):
+    lesson = "01_dataloader"
     nb = open_notebook(ROOT / "lessons" / lesson / f"{lesson}.ipynb", "student")
 
-    best_t, best_a = explorer_target(STUDENT)  # the kernel draws this student's set (COURSE_STUDENT)
+    training = explorer_training_steps(STUDENT)  # the kernel draws this student's pipeline (COURSE_STUDENT)
 
     def use(w):
-        steps = round((0.5 - best_t) / 0.01)
-        if steps:
-            S.key_slider(w, "threshold", "ArrowLeft" if steps > 0 else "ArrowRight", abs(steps))
-        S.expect_text(w, f"threshold: {best_t:.2f}")
+        for step in (s for s in training if s in RANDOM_STEPS):
+            S.click_checkbox(S.valid_checkbox(w, step), False)
+        for step in ("Resize", "CenterCrop"):
+            S.click_checkbox(S.valid_checkbox(w, step), True)
+        S.expect_text(w, "✓ a correct validation pipeline")
         S.click(w, "Record")
-        S.expect_text(w, f"chosen_threshold = {(best_t, best_a)!r}")
+        answer = ("Resize", "CenterCrop", *[s for s in PREPARATION_STEPS if s in training], "ToTensor", "Normalize")
+        S.expect_text(w, f"valid_pipeline = {answer!r}")
 
-    walk(nb, lesson, "explorer = ThresholdExplorer()", "chosen_threshold", use, runner.pump)
+    walk(nb, lesson, "explorer = AugmentationExplorer(", "valid_pipeline", use, runner.pump)
 
 
 def test_student_05_bbox(open_notebook, runner):

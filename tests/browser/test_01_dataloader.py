@@ -11,12 +11,6 @@ LESSON = "01_dataloader"
 nb = lesson_fixture(LESSON)
 
 
-def _valid_box(w, step):
-    """The valid-column checkbox of ``step``'s row (the row holds train, then valid)."""
-    row = w.locator(".widget-hbox").filter(has=w.page.locator(".widget-html-content", has_text=S._exact(step))).last
-    return row.locator("input[type=checkbox]").nth(1)
-
-
 def test_augmentation_explorer_fixes_the_validation_pipeline(nb):
     # The kernel draws the training pipeline of whoever runs it (COURSE_STUDENT, else "offline"), as this process does.
     training = explorer_training_steps(student_id())
@@ -30,9 +24,9 @@ def test_augmentation_explorer_fixes_the_validation_pipeline(nb):
     S.drag_slider(w, "crop min scale", 0.9)   # every training pipeline starts with a random crop
     train.expect_changed()
     for step in (s for s in training if s in RANDOM_STEPS):
-        S.click_checkbox(_valid_box(w, step), False)
+        S.click_checkbox(S.valid_checkbox(w, step), False)
     for step in ("Resize", "CenterCrop"):
-        S.click_checkbox(_valid_box(w, step), True)
+        S.click_checkbox(S.valid_checkbox(w, step), True)
     S.expect_text(w, "✓ a correct validation pipeline")
     S.expect_text(w, "✓ the same every run")
     S.click(w, "Record")

@@ -9,7 +9,7 @@ from autograder import notebooks
 from labharness import GRADING
 from test_00_student_path import GRADED, STUDENT
 
-WIDGET_ANSWERS = {"03_multilabel": "chosen_threshold", "05_bbox": "borderline_box"}
+WIDGET_ANSWERS = {"01_dataloader": "valid_pipeline", "05_bbox": "borderline_box"}
 
 
 def test_saved_notebooks_are_graded():
