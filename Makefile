@@ -36,10 +36,12 @@ lab: install data kernel
 release: install
 	$(PY) -m autograder release
 
+# The unit tests and the notebooks' nbval checks share one pool of two workers (a file each at a time), so neither
+# waits for the other's slowest file; one math thread per process, or two workers' threads fight over two cores.
 test: install kernel browser-deps lint
 	COURSE_PROFILE=ci $(PY) -m course_lib.data --profile ci
-	COURSE_PROFILE=ci $(PY) -m pytest tests -n 2 --dist loadfile -q --ignore=tests/browser
-	$(MAKE) nbval
+	COURSE_PROFILE=ci OMP_NUM_THREADS=1 $(PY) -m pytest tests solutions -n 2 --dist loadfile -q --ignore=tests/browser \
+		$(NBVAL_ARGS)
 	$(MAKE) browser-test
 
 # The lint gate: ruff (style, import order, unused names) over the tree, mypy over the grader and the checks.
@@ -62,9 +64,11 @@ screenshots: install kernel browser-deps
 	COURSE_PROFILE=ci OMP_NUM_THREADS=1 CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -p no:cacheprovider tests/browser \
 		--readme-images -k "not student"
 
+NBVAL_ARGS := --nbval-lax --nbval-kernel-name $(KERNEL) --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	--nbval-cell-timeout 600
+
 nbval: install kernel
-	COURSE_PROFILE=ci $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-kernel-name $(KERNEL) \
-		--nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 600 solutions/
+	COURSE_PROFILE=ci OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile $(NBVAL_ARGS) solutions/
 
 bench: install
 	$(PY) benchmarks/fill_level.py

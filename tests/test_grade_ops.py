@@ -151,10 +151,11 @@ def test_class_report_shows_distributions_diagnoses_and_problems(graded):
 
 
 def test_totals_match_nbgrader_export(graded, tmp_path):
-    """Plain `nbgrader autograde` + `nbgrader export` on the same notebooks gives the same totals."""
+    """Plain `nbgrader autograde` + `nbgrader export` on the same notebooks gives the same totals: full marks, and
+    one mistake with the capstone left (bob's zeros would show nothing more, at the cost of a third kernel)."""
     from autograder.nbgrader_compare import autograde
 
-    students = ("alice", "carol", "bob")
+    students = ("alice", "carol")
     handed_in = {s: graded.subs / s / LESSON / f"{LESSON}.ipynb" for s in students}
     theirs, _ = autograde(tmp_path / "course", LESSON, handed_in,
                           env={"OMP_NUM_THREADS": "1", "COURSE_PROFILE": "ci"})
