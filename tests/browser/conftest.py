@@ -123,9 +123,22 @@ def open_notebook(lab, browser, request):
     _PAGES.pop(request.node.nodeid, None)
 
 
-# How much of each solution notebook the browser tests run (None: every cell). Lesson 02's widget needs only the
-# cells above it, while the cells below it train three models: nbval runs those, so here they would only cost time.
+# How much of each solution notebook the browser tests run: every widget they use comes before the capstone, so a
+# lesson runs up to it (its training, self-check and pictures are nbval's and the grader's to run; here they would
+# only cost time). Lesson 02 stops earlier: the cells below its widget train three models.
 RUN_THROUGH = {"02_transfer_learning": "check('freeze_choice', freeze_choice, hidden=True)"}
+
+
+def _last_cell_to_run(nb: Notebook, lesson: str) -> int:
+    if lesson in RUN_THROUGH:
+        return nb.index(RUN_THROUGH[lesson])
+    from course_lib.checks import registry
+
+    specs = registry()
+    capstone = next(i for i, c in enumerate(nb.cells_json)
+                    if (spec := specs.get(c.get("metadata", {}).get("nbgrader", {}).get("grade_id", "")))
+                    and spec.bands is not None)
+    return capstone - 1
 MAX_RUNNING = 2  # notebooks executing at once: one per core
 _ORDER: list[str] = []  # the lessons of the selected tests, in the order the tests will use them
 
@@ -159,8 +172,7 @@ class Runner:
         for lesson, nb in list(self.running.items()):
             state = nb.run_state()
             if state == "idle" and nb.kernel_ready():
-                through = RUN_THROUGH.get(lesson)
-                nb.start_run(None if through is None else nb.index(through))
+                nb.start_run(_last_cell_to_run(nb, lesson))
             elif state == "done":
                 self.seconds[lesson] = time.monotonic() - self.started[lesson]
                 self.done[lesson] = self.running.pop(lesson)
