@@ -670,7 +670,7 @@ def _decide(task, spec, private, cases, expected, trips, timed_out, oom, proc, j
         return Verdict(Status.ERROR, f"the grader could not judge {task.id}: {type(e).__name__}: {e}")
     if verdict.passed:
         # A capstone's pass still says which metric it reached; a small function's needs no words.
-        return Verdict(Status.PASSED, verdict.message if spec.bands is not None else "")
+        return Verdict(Status.PASSED, verdict.message if spec.is_capstone else "")
     raised = [o for o in observed.get("observations") or [] if type(o) is dict and o.get("timeout")]
     return Verdict(Status.TIMEOUT if raised else Status.FAILED, verdict.message + note, mistake=verdict.mistake,
                    fraction=verdict.fraction)

@@ -189,6 +189,11 @@ class Spec:
     # tests hand a solution in under other names with it, as an honest student who used the widget would.
     answer_for: Callable[[str], Any] | None = None
 
+    @property
+    def is_capstone(self) -> bool:
+        """A lesson's capstone: graded in bands of a metric on held-out data rather than right or wrong."""
+        return self.bands is not None
+
     def clauses(self, kind: str) -> list[Clause]:
         return [c for c in self.contract if c.kind == kind]
 

@@ -148,7 +148,7 @@ def breakers(spec: checks.Spec) -> list[tuple[str, object]]:
     """(what it breaks, the reference broken so) for every generic clause of ``spec.contract``, plus the result off
     by a small constant wherever the result is a float (no judge may be that lenient unless its text says so)."""
     ref = spec.reference
-    if spec.kind != "function" or ref is None or spec.bands is not None:
+    if spec.kind != "function" or ref is None or spec.is_capstone:
         return []
     out: list[tuple[str, object]] = []
 
@@ -225,7 +225,7 @@ def keepers(spec: checks.Spec) -> list[tuple[str, object]]:
     """Answers that differ from the reference only in ways the instructions do not care about."""
     ref = spec.reference
     # A capstone trains on every call: its topic's tests run the reference on three seeds instead.
-    if spec.kind != "function" or ref is None or not isinstance(ref, types.FunctionType) or spec.bands is not None:
+    if spec.kind != "function" or ref is None or not isinstance(ref, types.FunctionType) or spec.is_capstone:
         return []
 
     def chatty(*a, **k):

@@ -174,7 +174,7 @@ def capstone(lesson: str) -> str:
     from course_lib.checks import registry
 
     specs = registry()
-    return next(e.id for e in notebooks.exercises(solution(lesson)) if specs[e.id].bands is not None)
+    return next(e.id for e in notebooks.exercises(solution(lesson)) if specs[e.id].is_capstone)
 
 
 def unanswered(nb: nbformat.NotebookNode, lesson: str, grade_id: str) -> nbformat.NotebookNode:

@@ -18,7 +18,7 @@ FUNCTION_SPECS = [s for s in checks.registry().values() if s.kind == "function"]
 # A capstone's hidden run is training judged on held-out data: each topic's tests hold its reference to the top band
 # on three seeds, so here only its self-check (the public validation set) runs.
 @pytest.mark.parametrize("spec,hidden", [(s, h) for h in (False, True) for s in FUNCTION_SPECS
-                                         if not (h and s.bands is not None)],
+                                         if not (h and s.is_capstone)],
                          ids=lambda v: v.id if isinstance(v, checks.Spec) else str(v))
 def test_reference_passes_its_own_spec(spec, hidden):
     ref = getattr(checks.topic_module(spec), spec.id)
@@ -219,7 +219,7 @@ def test_every_spec_is_judged_from_plain_data_that_loads_without_code(tmp_path):
 
     for spec in FUNCTION_SPECS:
         ref = checks.topic_module(spec).__dict__[spec.id]
-        for seed in (1,) if spec.bands is not None else (1, 2):  # a capstone trains: one held-out set is enough
+        for seed in (1,) if spec.is_capstone else (1, 2):  # a capstone trains: one held-out set is enough
             cases = hidden_cases(spec, seed, folder=tmp_path / f"{spec.id}-{seed}")
             assert cases, spec.id
             held = _holds([(c.args, c.kwargs) for c in cases])

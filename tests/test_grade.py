@@ -10,7 +10,7 @@ import pytest
 
 from autograder import grade, notebooks
 
-from grading import ROOT, answered, grade_class, solution, unanswered
+from grading import ROOT, answered, capstone, grade_class, solution, unanswered
 
 LESSON = "06_fill_level"
 SEED_LOSS = "def fill_l1_loss(pred, target):\n    return torch.abs(pred - target).mean()\n"
@@ -24,7 +24,8 @@ def graded(tmp_path_factory):
     students = {"alice": _showing_gpu(solution(LESSON)),
                 "bob": _showing_gpu(notebooks.read(notebooks.release_path(LESSON))),
                 # the capstone left unanswered, as in tests/grading.py's lesson_class: the class trains it once
-                "carol": _showing_gpu(unanswered(answered(LESSON, "fill_l1_loss", SEED_LOSS), LESSON, "train_fill")),
+                "carol": _showing_gpu(unanswered(answered(LESSON, "fill_l1_loss", SEED_LOSS), LESSON,
+                                                 capstone(LESSON))),
                 "dave": json.dumps(solution(LESSON))[:5000].encode(),  # a notebook cut off mid-upload
                 "erin": None}  # an empty folder
     g = grade_class(tmp_path_factory, LESSON, students, "--workers", "2", env={"CUDA_VISIBLE_DEVICES": FAKE_GPUS})
@@ -78,8 +79,8 @@ def test_one_wrong_function_loses_exactly_its_points(graded):
     _, out, by, _ = graded
     wrong = by["carol"]["fill_l1_loss"]
     assert wrong["status"] == "failed" and float(wrong["score"]) == 0 and float(wrong["max_score"]) == 2
-    assert by["carol"]["train_fill"]["status"] == "failed"  # left unanswered
-    assert _total(by, "carol") == _points() - 2 - float(by["carol"]["train_fill"]["max_score"])
+    assert by["carol"][capstone(LESSON)]["status"] == "failed"  # left unanswered
+    assert _total(by, "carol") == _points() - 2 - float(by["carol"][capstone(LESSON)]["max_score"])
     page = (out / "feedback" / "carol" / f"{LESSON}.html").read_text()
     assert "broadcasts" in page  # the diagnosis reaches the student
 

@@ -132,13 +132,14 @@ RUN_THROUGH = {"02_transfer_learning": "check('freeze_choice', freeze_choice, hi
 def _last_cell_to_run(nb: Notebook, lesson: str) -> int:
     if lesson in RUN_THROUGH:
         return nb.index(RUN_THROUGH[lesson])
+    from autograder import notebooks
     from course_lib.checks import registry
 
     specs = registry()
-    capstone = next(i for i, c in enumerate(nb.cells_json)
-                    if (spec := specs.get(c.get("metadata", {}).get("nbgrader", {}).get("grade_id", "")))
-                    and spec.bands is not None)
-    return capstone - 1
+    capstone = next(e.id for e in notebooks.exercises(notebooks.read(nb.src)) if specs[e.id].is_capstone)
+    return nb.grade_index(capstone) - 1
+
+
 MAX_RUNNING = 2  # notebooks executing at once: one per core
 _ORDER: list[str] = []  # the lessons of the selected tests, in the order the tests will use them
 
