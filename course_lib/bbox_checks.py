@@ -1005,7 +1005,7 @@ DETECT_LARGEST = Spec(
         higher_is_better=True,
         # ci: the reference scored 0.23-0.29 on three drawn folders, a constant model 0.02-0.03 and the known
         # mistakes 0.01-0.12 (tests/test_bbox.py); cpu: the reference 0.585-0.661 on three folders, a constant model
-        # 0.02-0.03 (benchmarks/bbox_capstone.py); gpu: unmeasured guesses.
+        # 0.02-0.03 (benchmarks/capstone.py detect_largest); gpu: unmeasured guesses.
         edges={"ci": (0.17, 0.13, 0.09, 0.06), "cpu": (0.5, 0.4, 0.3, 0.15), "gpu": (0.55, 0.45, 0.35, 0.2)},
         fractions=(1.0, 0.75, 0.5, 0.25),
     ),

@@ -492,11 +492,12 @@ def challenge_truth(student: str | None = None, **overrides) -> tuple[float, flo
 # The capstone trains on the profile's BIWI folder and is graded on people drawn with a secret seed (see
 # keypoints_checks.LOCATE_HEADS). `scale`: frames are decoded at 1/scale of 640x480 (JPEG's own reduced decoding,
 # almost free); `steps` of `batch_size` frames; `people` x `frames` held-out frames in the grader's set.
-# Measured with OMP_NUM_THREADS=1: ci ~3 CPU-s of training, 10-53 px on held-out people (a constant: ~110 px);
-# cpu 48-53 CPU-s, 8.5 and 15.8 px on two seeds. gpu: not measured.
+# Measured with benchmarks/capstone.py, OMP_NUM_THREADS=1: ci ~3 CPU-s of training, 10-53 px on held-out people
+# (a constant: ~110 px); cpu 66-91 CPU-s, 4.2-19.9 px over 13 seeds, up to 30.6 px with two threads (1000 steps
+# left a hard person half-learnt: 8-41 px). gpu: not measured.
 CAPSTONE_SETTINGS: dict[str, dict] = {
     "ci": dict(scale=16, steps=200, batch_size=32, lr=1e-2, width=32, people=8, frames=4),
-    "cpu": dict(scale=8, steps=1000, batch_size=32, lr=1e-2, width=32, people=6, frames=10),
+    "cpu": dict(scale=8, steps=2000, batch_size=32, lr=1e-2, width=32, people=6, frames=10),
     "gpu": dict(scale=4, steps=3000, batch_size=64, lr=5e-3, width=64, people=8, frames=25),
 }
 

@@ -664,10 +664,12 @@ LOCATE_HEADS = Spec(
     # Mean error in px on held-out people. A constant (the training centres' mean) scores ~111 px on average and
     # below 85.6 px on 1 in 1000 draws of ci's 32 frames; an untrained locator predicts about the middle, as well.
     # ci: the reference scored 10-53 px over 14 seeds (tail: a room with a head-like object), so the top edge is
-    # 60. cpu: the reference scored 8.5 and 15.8 px on two seeds (48-53 CPU-s of training), so the top edge is 20;
-    # a constant scores ~111 px there too. gpu: unmeasured guesses (no GPU was at hand).
+    # 60. cpu: the reference scored 4.2-19.9 px over 13 seeds with one thread (benchmarks/capstone.py
+    # locate_heads); the worst, the notebook's own hidden seed (7919), scored 30.6 px with two threads, whose
+    # arithmetic order decides whether one hard person is learnt. So the top edge is 40; a constant scores
+    # 102-124 px there. gpu: unmeasured guesses (no GPU was at hand).
     bands=Bands("mean error (px)", higher_is_better=False,
-                edges={"ci": (60.0, 68.0, 76.0, 84.0), "cpu": (20.0, 30.0, 45.0, 65.0),
+                edges={"ci": (60.0, 68.0, 76.0, 84.0), "cpu": (40.0, 55.0, 70.0, 85.0),
                        "gpu": (8.0, 15.0, 30.0, 60.0)},
                 fractions=(1.0, 0.75, 0.5, 0.25)),
     measure=_locate_measure,

@@ -1003,8 +1003,8 @@ CLASSIFY_FLOWERS = Spec(
         higher_is_better=True,
         # ci: the reference scored 0.43-0.58 on ten drawn folders (mean 0.50), a model with an untrained head at most
         # 0.23 and a constant answer 1/6 (tests/test_transfer.py); cpu: 0.59-0.65 on three drawn folders of 320
-        # photos, 18-20 CPU seconds each (benchmarks/transfer_capstone.py); gpu: unmeasured guesses. Chance is 1/6
-        # in ci, 1/16 in cpu, 1/20 in gpu.
+        # photos, 18-20 CPU seconds each (benchmarks/capstone.py classify_flowers); gpu: unmeasured guesses. Chance
+        # is 1/6 in ci, 1/16 in cpu, 1/20 in gpu.
         edges={"ci": (0.36, 0.31, 0.27, 0.23), "cpu": (0.5, 0.4, 0.3, 0.2), "gpu": (0.6, 0.5, 0.35, 0.2)},
         fractions=(1.0, 0.75, 0.5, 0.25),
     ),
