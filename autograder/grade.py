@@ -321,7 +321,7 @@ def grade_one(sub: Submission, out: Path | None, opts: Options, info: dict | Non
     strip_widget_state(nb)
     t_judge = time.perf_counter()
     verdicts = judge.judge_submission(nb, source, _judging(opts, source), student=sub.student_id,
-                                      classmates=tuple(opts.classmates))
+                                      classmates=tuple(opts.classmates), release=release)
     info["judge_seconds"] = time.perf_counter() - t_judge
     rows = score(sub, source, verdicts, nb)
     shown, run_left_out = None, []

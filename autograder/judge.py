@@ -714,11 +714,41 @@ def judge_answer(task: Task, spec, nb, student: str = "", classmates: Sequence[s
     return Verdict(Status.FAILED, result.message, mistake=result.mistake)
 
 
+def _bound_names(statement: str) -> set[str]:
+    """The names a kept statement (see :func:`_kept`) binds at the top level."""
+    node = ast.parse(statement).body[0]
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).split(".")[0] for a in node.names}
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+    return {t.id for t in targets if isinstance(t, ast.Name)}
+
+
+def untouched_stub(nb: nbformat.NotebookNode, release: nbformat.NotebookNode, task: Task,
+                   statements: Sequence[tuple[int, int, str]]) -> bool:
+    """Whether ``task``'s object is still the release's stub: its answer cell reads as the release hands it out, the
+    stub raises ``NotImplementedError``, and no other cell binds the name. Its verdict is then known without a
+    judging process (and without drawing the cases: a capstone's held-out set takes seconds to make). This can
+    only ever fail an answer, never pass one."""
+    from autograder.notebooks import normalized
+
+    stub = next((c.source for c in release.cells if grade_id(c) == task.id), None)
+    mine = [i for i, c in enumerate(nb.cells) if grade_id(c) == task.id]
+    if stub is None or "NotImplementedError" not in stub or len(mine) != 1:
+        return False
+    if normalized(nb.cells[mine[0]].source) != normalized(stub):
+        return False
+    return all(cell == mine[0] or task.name not in _bound_names(text) for cell, _, text in statements)
+
+
 def judge_submission(nb: nbformat.NotebookNode, source: nbformat.NotebookNode, judging: Judging,
-                     seed: int | None = None, student: str = "", classmates: Sequence[str] = ()) -> dict[str, Verdict]:
+                     seed: int | None = None, student: str = "", classmates: Sequence[str] = (),
+                     release: nbformat.NotebookNode | None = None) -> dict[str, Verdict]:
     """A verdict for every exercise of the lesson (see the module docstring). ``seed``: secret, drawn here;
-    ``student``/``classmates``: whose widget targets the answers are judged against (see :func:`judge_answer`)."""
-    from course_lib.checks import get_spec
+    ``student``/``classmates``: whose widget targets the answers are judged against (see :func:`judge_answer`);
+    ``release``: the student version handed out, whose untouched stubs fail without a judging process."""
+    from course_lib.checks import get_spec, not_implemented
 
     seed = secrets.randbits(62) if seed is None else seed
     setup = next((c.source for c in source.cells if grade_id(c) == "setup"), "")
@@ -736,6 +766,9 @@ def judge_submission(nb: nbformat.NotebookNode, source: nbformat.NotebookNode, j
             continue
         if spec.kind == "answer":
             out[task.id] = judge_answer(task, spec, nb, student, classmates)
+            continue
+        if release is not None and untouched_stub(nb, release, task, defs[0]):
+            out[task.id] = Verdict(Status.FAILED, not_implemented(spec).message)
             continue
         broken = defs[1].get(solution_cells.get(task.id, -1))
         ex_seed = (seed + zlib.crc32(task.id.encode())) % (1 << 62)

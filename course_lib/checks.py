@@ -467,7 +467,8 @@ def _where(i: int, cases: Sequence[Case], case: Case) -> str:
     return f"case {i} of {len(cases)}" + (f" ({case.label})" if case.label else "")
 
 
-def _not_implemented_result(spec: Spec, i: int) -> CheckResult:
+def not_implemented(spec: Spec, i: int = 1) -> CheckResult:
+    """The verdict on a function that still raises ``NotImplementedError`` (the release's stub) at case ``i``."""
     return CheckResult(spec.id, False, i - 1,
                        f"✗ {spec.id}: not implemented yet: replace `raise NotImplementedError()` with your code.")
 
@@ -796,7 +797,7 @@ def judge_observations(spec: Spec, cases: Sequence[Case], observed: dict, device
         obs = observations[i - 1]
         if _is_raised(obs):
             if obs.get("not_implemented"):
-                return _not_implemented_result(spec, i)
+                return not_implemented(spec, i)
             if obs.get("timeout"):
                 return CheckResult(spec.id, False, i - 1,
                                    f"✗ {spec.id}: {where} ran past its time limit and was stopped: "

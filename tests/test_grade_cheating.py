@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from autograder import grade, judge, notebooks
+from course_lib.checks import get_spec
 
 from grading import personalised, write_short_course
 
@@ -474,6 +475,29 @@ def test_only_the_students_definitions_are_loaded():
     assert not any("print" in s or "zeros" in s for s in sources)
     assert any(s.startswith("def f") for s in sources) and any(s.startswith("class A") for s in sources)
     assert 1 in broken
+
+
+def test_an_untouched_stub_fails_without_a_judging_process_and_a_later_definition_is_judged():
+    """An answer cell left as the release hands it out is "not implemented yet" at once (no process, no held-out set
+    drawn); the shortcut never hides a definition the student wrote in another cell."""
+    source, release = notebooks.read(notebooks.source_path(LESSON)), notebooks.read(notebooks.release_path(LESSON))
+    launched = []
+
+    def launch(spec):
+        launched.append(spec)
+        raise RuntimeError("no judging process in this test")
+
+    judging = judge.Judging(sandbox=False, launch=launch)
+    found = judge.judge_submission(copy.deepcopy(release), source, judging, release=release)
+    functions = [t.id for t in judge.plan(source) if get_spec(t.id).kind != "answer"]
+    assert functions and launched == []
+    for ex in functions:
+        assert found[ex].status == "failed" and "not implemented yet" in found[ex].message, (ex, found[ex])
+    later = copy.deepcopy(release)
+    later.cells.append(nbformat.v4.new_code_cell("def fill_l1_loss(pred, target):\n"
+                                                 "    return (pred - target).abs().mean()"))
+    found = judge.judge_submission(later, source, judging, release=release)
+    assert len(launched) == 1 and "not implemented" not in found["fill_l1_loss"].message
 
 
 def test_widget_answers_are_read_as_literals_never_run():
