@@ -8,7 +8,7 @@ KERNEL := vision-workbook
 # The stamp records the inputs of the install, so a second `make lab` installs nothing.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: lab test unit-test install data kernel release check-release nbval clean bench bench-grading browser-deps browser-test screenshots lint
+.PHONY: lab test unit-test ci-data install data kernel release check-release nbval clean bench bench-grading browser-deps browser-test screenshots lint
 
 $(STAMP):
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed: install it (e.g. apt-get install python3.11) or run make PYTHON=/path/to/python3.11"; exit 1; }
@@ -38,9 +38,13 @@ release: install
 
 # The browser suite leaves about half of the two cores idle (it waits on JupyterLab and Chromium), so it runs beside
 # the unit tests; each target's output is printed when it ends.
-test: install kernel browser-deps lint
-	COURSE_PROFILE=ci $(PY) -m course_lib.data --profile ci
+test: install kernel browser-deps
+	$(MAKE) -j2 --output-sync=target lint ci-data
 	$(MAKE) -j2 --output-sync=target unit-test browser-test
+
+# The ci profile's data, made once (the tests read it); beside the lint gate, which needs one core of the two.
+ci-data: install
+	COURSE_PROFILE=ci $(PY) -m course_lib.data --profile ci
 
 # The unit tests and the notebooks' nbval checks share one pool of two workers (a file each at a time), so neither
 # waits for the other's slowest file; one math thread per process, or two workers' threads fight over two cores.
