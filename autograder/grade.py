@@ -221,18 +221,21 @@ def _judging(opts: Options, source: nbformat.NotebookNode):
                          launch=launch, modules=modules)
 
 
-def _run_notebook(sub: Submission, nb, source, opts: Options, info: dict, hanging: frozenset[str] = frozenset()):
+def _run_notebook(sub: Submission, nb, source, opts: Options, info: dict, hanging: frozenset[str] = frozenset(),
+                  stubs: frozenset[str] = frozenset()):
     """Run the notebook in a sandboxed kernel for the feedback page: the executed notebook, and the student's
     files that were left out (a link, too large...), each with why.
 
-    ``hanging``: names of the student's functions that the judge had to stop. A cell that calls one is not run
-    (it would only wait out its limit): it says why instead."""
+    ``hanging``: names of the student's functions that the judge had to stop; ``stubs``: those still the release's
+    stub. A cell that uses one is not run (it would only wait out its limit, or raise NotImplementedError): it says
+    why instead."""
     from autograder import judge, pool
     from autograder.read import student_files
 
     assert sub.path is not None  # a submission without a notebook is not run
     run_nb = judge.blank_tests(nb, source)
     held = judge.hold_calls(run_nb, set(hanging))
+    held_stubs = judge.hold_calls(run_nb, set(stubs))
     run_opts = replace(opts, cell_timeout=cell_timeout(sub.lesson, opts, source),
                        time_budget=time_budget(opts, source))
     files, skipped = student_files(sub.path.parent)
@@ -244,6 +247,7 @@ def _run_notebook(sub: Submission, nb, source, opts: Options, info: dict, hangin
     finally:
         pool.release(km)
     judge.release_calls(run_nb, held)
+    judge.release_calls(run_nb, held_stubs, because="stub")
     info.update(seconds=run.seconds, wait=run.wait)
     if run.status != Status.OK and run.status != "ok":
         info.update(status=str(run.status), detail=run.detail)
@@ -327,9 +331,10 @@ def grade_one(sub: Submission, out: Path | None, opts: Options, info: dict | Non
     shown, run_left_out = None, []
     if opts.run_notebook:
         try:
-            hanging = frozenset(t.name for t in judge.plan(source) if verdicts.get(t.id) is not None
-                                and verdicts[t.id].status == Status.TIMEOUT)
-            shown, run_left_out = _run_notebook(sub, nb, source, opts, info, hanging)
+            judged = [(t.name, verdicts[t.id]) for t in judge.plan(source) if verdicts.get(t.id) is not None]
+            hanging = frozenset(name for name, v in judged if v.status == Status.TIMEOUT)
+            stubs = frozenset(name for name, v in judged if v.stub)
+            shown, run_left_out = _run_notebook(sub, nb, source, opts, info, hanging, stubs)
             judge.finish(shown, verdicts)
         except Exception as e:  # the feedback run is not the grade: report it, keep the rows
             info.update(status=str(Status.ERROR), detail=f"the notebook could not be run for the feedback page: "

@@ -69,6 +69,7 @@ class Verdict:
     seconds: float = 0.0
     mistake: str = ""  # the known mistake the answer matches (its name in the spec), for the class report
     fraction: float = -1.0  # the share of the points earned (a capstone's band); -1: all when passed, else none
+    stub: bool = False  # the answer is the release's untouched stub (see untouched_stub)
 
     @property
     def share(self) -> float:
@@ -768,7 +769,7 @@ def judge_submission(nb: nbformat.NotebookNode, source: nbformat.NotebookNode, j
             out[task.id] = judge_answer(task, spec, nb, student, classmates)
             continue
         if release is not None and untouched_stub(nb, release, task, defs[0]):
-            out[task.id] = Verdict(Status.FAILED, not_implemented(spec).message)
+            out[task.id] = Verdict(Status.FAILED, not_implemented(spec).message, stub=True)
             continue
         broken = defs[1].get(solution_cells.get(task.id, -1))
         ex_seed = (seed + zlib.crc32(task.id.encode())) % (1 << 62)
@@ -795,9 +796,17 @@ def finish(nb: nbformat.NotebookNode, found: dict[str, Verdict]) -> None:
         cell.outputs = ([nbformat.v4.new_output("stream", name="stdout", text=text + "\n")] if text else []) + timeouts
 
 
+# Why a held cell was not run, by what its function is (see hold_calls).
+HELD_BECAUSE = {
+    "stopped": "it calls a function of yours that the grader had to stop when judging it (see its exercise above)",
+    "stub": "it uses a function you have not written yet (still the stub you were handed; see its exercise above)",
+}
+
+
 def hold_calls(nb: nbformat.NotebookNode, names: set[str]) -> dict[int, str]:
-    """Blank, in place, the code cells that call one of ``names`` (functions the judge had to stop: in the
-    notebook they would only wait out their time limit); the original sources by cell index."""
+    """Blank, in place, the code cells that call or pass one of ``names``: functions the judge had to stop (in the
+    notebook they would only wait out their time limit), or untouched stubs (they would only raise
+    ``NotImplementedError``, after a capstone's self-check drew its data); the original sources by cell index."""
     held: dict[int, str] = {}
     if not names:
         return held
@@ -816,15 +825,15 @@ def hold_calls(nb: nbformat.NotebookNode, names: set[str]) -> dict[int, str]:
     return held
 
 
-def release_calls(nb: nbformat.NotebookNode, held: dict[int, str]) -> None:
-    """Put back the cells :func:`hold_calls` blanked, each with a note saying why it was not run."""
+def release_calls(nb: nbformat.NotebookNode, held: dict[int, str], because: str = "stopped") -> None:
+    """Put back the cells :func:`hold_calls` blanked, each with a note saying why it was not run
+    (:data:`HELD_BECAUSE`)."""
     for i, text in held.items():
         cell = nb.cells[i]
         cell.source = text
         cell.execution_count = None
-        cell.outputs = [nbformat.v4.new_output(
-            "stream", name="stderr", text="[autograder] not run: it calls a function of yours that the grader had to "
-                                          "stop when judging it (see its exercise above).\n")]
+        cell.outputs = [nbformat.v4.new_output("stream", name="stderr",
+                                               text=f"[autograder] not run: {HELD_BECAUSE[because]}.\n")]
 
 
 def blank_tests(nb: nbformat.NotebookNode, source: nbformat.NotebookNode) -> nbformat.NotebookNode:

@@ -73,6 +73,10 @@ def test_untouched_student_notebook_gets_zero_and_feedback(graded):
     assert {r["status"] for r in by["bob"].values()} <= {"failed", "error"}
     page = (out / "feedback" / "bob" / f"{LESSON}.html").read_text()
     assert f"0 / {_points() + _points('written'):g} points" in page and "not implemented yet" in page
+    # The cells that use an untouched stub are not run for the page (they would only raise): each says so.
+    from autograder.judge import HELD_BECAUSE
+
+    assert HELD_BECAUSE["stub"] in page
 
 
 def test_one_wrong_function_loses_exactly_its_points(graded):
