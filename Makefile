@@ -49,7 +49,7 @@ ci-data: install
 # The unit tests and the notebooks' nbval checks share one pool of two workers (a file each at a time), so neither
 # waits for the other's slowest file; one math thread per process, or two workers' threads fight over two cores.
 unit-test: install kernel
-	COURSE_PROFILE=ci OMP_NUM_THREADS=1 $(PY) -m pytest tests solutions -n 2 --dist loadfile -q --ignore=tests/browser \
+	COURSE_PROFILE=ci OMP_NUM_THREADS=1 $(PY) -m pytest tests solutions -n 2 --dist loadfile -q --ignore=tests/browser --durations=15 \
 		$(NBVAL_ARGS)
 
 # The lint gate: ruff (style, import order, unused names) over the tree, mypy over the grader and the checks.
