@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = checks.get_spec(args.exercise)
     if spec.bands is None or spec.measure is None or spec.reference is None:
         parser.error(f"{args.exercise} is not a capstone (no bands, measure or reference)")
-    constant = next((m.impl for m in spec.mistakes if m.name == "constant"), None)
+    constant = spec.mistake("constant")
     scores = []
     print(f"{args.profile}: {spec.id}, bands {spec.bands.describe(args.profile)}, "
           f"limit {spec.seconds.get(args.profile)} s")
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         line = f"seed {seed}: {spec.bands.metric} {score:.4g}, band {band + 1} ({verdict.share:.0%} of the points)"
         if constant is not None:
             with using_profile(args.profile):
-                line += f"; a constant scores {spec.measure(cases[0], constant(*cases[0].args)):.4g}"
+                line += f"; a constant scores {spec.measure(cases[0], constant.impl(*cases[0].args)):.4g}"
         print(f"{line}; reference {spent:.1f} CPU s, data drawn in {drawn:.1f} CPU s")
     print(f"{args.profile}: {spec.bands.metric} {min(scores):.4g} to {max(scores):.4g} "
           f"(median {np.median(scores):.4g}) over {len(scores)} seeds")

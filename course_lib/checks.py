@@ -197,6 +197,10 @@ class Spec:
     def clauses(self, kind: str) -> list[Clause]:
         return [c for c in self.contract if c.kind == kind]
 
+    def mistake(self, name: str) -> Mistake | None:
+        """The known mistake called ``name``, or None when the spec lists none by that name."""
+        return next((m for m in self.mistakes if m.name == name), None)
+
     def run(self, fn: Callable[..., Any], case: Case) -> Any:
         """What ``fn`` does on ``case``: its return value, or what ``observe`` reports."""
         if self.observe is not None:
@@ -245,6 +249,11 @@ def registry() -> dict[str, Spec]:
                 found[spec.id] = spec
         _registry = found
     return _registry
+
+
+def capstone_of(exercise_ids: Iterable[str]) -> str | None:
+    """The capstone among a lesson's ``exercise_ids`` (its exercises in notebook order), or None."""
+    return next((e for e in exercise_ids if e in registry() and registry()[e].is_capstone), None)
 
 
 def get_spec(exercise_id: str) -> Spec:

@@ -228,8 +228,8 @@ def test_list_collate_is_diagnosed():
 ])
 def test_issue_mistakes_have_clear_words(spec_id, mistake, words):
     spec = get_spec(spec_id)
-    m = next(m for m in spec.mistakes if m.name == mistake)
-    assert words in run_check(spec, m.impl).message
+    m = spec.mistake(mistake)
+    assert m is not None and words in run_check(spec, m.impl).message
 
 
 def test_seed_splitter_fails_only_on_a_shuffled_index():

@@ -292,7 +292,7 @@ def test_references_pass_and_hidden_runs_more_cases(spec_id):
 def test_named_mistakes_say_what_is_wrong():
     def msg(spec_id, name):
         spec = get_spec(spec_id)
-        return run_check(spec, next(m for m in spec.mistakes if m.name == name).impl).message
+        return run_check(spec, spec.mistake(name).impl).message
 
     assert "swapped" in msg("get_ctr", "swapped") and "[col, row]" in msg("get_ctr", "swapped")
     assert "principal point" in msg("get_ctr", "no_principal_point")

@@ -191,7 +191,8 @@ def test_seed_swapped_where_is_diagnosed():
 ])
 def test_mistakes_are_named(spec_id, mistake, words):
     spec = get_spec(spec_id)
-    m = next(m for m in spec.mistakes if m.name == mistake)
+    m = spec.mistake(mistake)
+    assert m is not None
     msg = run_check(spec, m.impl, hidden=True).message
     assert f"Likely mistake: {m.message}" in msg and words in msg
 
@@ -199,8 +200,8 @@ def test_mistakes_are_named(spec_id, mistake, words):
 def test_one_hot_integer_dtype_is_explained():
     spec = get_spec("one_hot")
     msg = run_check(spec, lambda labels, vocab: M.one_hot(labels, vocab).long()).message
-    long = next(m for m in spec.mistakes if m.name == "long")
-    assert "not float32" in msg and f"Likely mistake: {long.message}" in msg
+    long = spec.mistake("long")
+    assert long is not None and "not float32" in msg and f"Likely mistake: {long.message}" in msg
     # A bool target is said plainly, and no known mistake is named for it: none gives a bool.
     msg = run_check(spec, lambda labels, vocab: M.one_hot(labels, vocab).bool()).message
     assert "dtype torch.bool, not float32" in msg and "Likely mistake" not in msg

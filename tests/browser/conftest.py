@@ -133,10 +133,10 @@ def _last_cell_to_run(nb: Notebook, lesson: str) -> int:
     if lesson in RUN_THROUGH:
         return nb.index(RUN_THROUGH[lesson])
     from autograder import notebooks
-    from course_lib.checks import registry
+    from course_lib.checks import capstone_of
 
-    specs = registry()
-    capstone = next(e.id for e in notebooks.exercises(notebooks.read(nb.src)) if specs[e.id].is_capstone)
+    capstone = capstone_of(e.id for e in notebooks.exercises(notebooks.read(nb.src)))
+    assert capstone is not None, f"{lesson} has no capstone to stop before"
     return nb.grade_index(capstone) - 1
 
 
