@@ -58,13 +58,15 @@ if _base:
     from pathlib import Path
     import autograder
     autograder.SOLUTIONS, autograder.LESSONS = Path(_base) / "solutions", Path(_base) / "lessons"
-    _killer = os.environ.get("VWB_TEST_KILLER")
-    if _killer:  # a worker that dies whenever it is given this student's task
+    _killer, _started = os.environ.get("VWB_TEST_KILLER"), os.environ.get("VWB_TEST_STARTED")
+    if _killer or _started:
         import signal
         import autograder.grade as _grade
         _task = _grade._grade_task
         def _grade_task(task):
-            if task.get("student_id") == _killer:
+            if _started:  # says which worker process grades which student, for a test that kills it
+                (Path(_started) / task["student_id"]).write_text(str(os.getpid()))
+            if task.get("student_id") == _killer:  # a worker that dies whenever it is given this student's task
                 os.kill(os.getpid(), signal.SIGKILL)
             return _task(task)
         _grade._grade_task = _grade_task
@@ -194,10 +196,13 @@ def test_a_refusal_survives_pickling():
 
 @pytest.fixture(scope="module")
 def local_run(klass, pool_run, tmp_path_factory):
-    """`--scheduler local:2`, and one worker SIGKILLed while it grades the last submission (the other is idle)."""
+    """`--scheduler local:2`, and the worker that grades "hangs" SIGKILLed while it grades it. "hangs" is chosen
+    because its judging lasts seconds whatever the load (its loss never returns), and each worker says which student
+    it has started (VWB_TEST_STARTED), so the kill cannot miss its moment as one timed on the journal could."""
     from distributed import Client
 
     out = tmp_path_factory.mktemp("out-local")
+    started = tmp_path_factory.mktemp("started")
     stats: dict = {}
     done: dict = {}
 
@@ -207,23 +212,27 @@ def local_run(klass, pool_run, tmp_path_factory):
         except BaseException as e:  # noqa: BLE001 -- handed to the test
             done["error"] = e
 
+    mp = pytest.MonkeyPatch()
+    mp.setenv("VWB_TEST_STARTED", str(started))  # read by the workers' sitecustomize when the cluster starts them
     thread = threading.Thread(target=run)
     thread.start()
-    deadline = time.monotonic() + 60
-    while "scheduler" not in stats and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.1)
     killed = None
-    with Client(stats["scheduler"], timeout="20s") as client:
-        pids = client.run(os.getpid)
-        deadline = time.monotonic() + 240
-        while thread.is_alive() and killed is None and time.monotonic() < deadline:
-            if len(_journal(out)) == 3:  # the last one is being graded
-                busy = [w for w, keys in client.processing().items() if keys]
-                if len(busy) == 1:
-                    killed = (busy[0], client.processing()[busy[0]])
-                    os.kill(pids[busy[0]], signal.SIGKILL)
-            time.sleep(0.05)
-    thread.join(300)
+    try:
+        deadline = time.monotonic() + 60
+        while "scheduler" not in stats and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with Client(stats["scheduler"], timeout="20s") as client:
+            deadline = time.monotonic() + 240
+            while thread.is_alive() and killed is None and time.monotonic() < deadline:
+                if (started / "hangs").exists():
+                    pid = int((started / "hangs").read_text())
+                    worker = next(w for w, p in client.run(os.getpid).items() if p == pid)
+                    os.kill(pid, signal.SIGKILL)
+                    killed = ("hangs", worker)
+                time.sleep(0.05)
+        thread.join(300)
+    finally:
+        mp.undo()
     assert not thread.is_alive() and "error" not in done, done
     return out, stats, killed
 
@@ -246,9 +255,10 @@ def test_a_killed_worker_loses_nothing_and_grades_nothing_twice(local_run):
     entries = _journal(out)
     assert sorted(e["student_id"] for e in entries) == ["alice", "broken", "hangs", "wrong"]  # once each
     assert stats["graded"] == 4 and stats["unfinished"] == 0 and not stats["refused"] and stats["killed"] == 0
-    worker, _ = killed
-    last = entries[-1]
-    assert last["worker"] != worker  # graded again, on the worker that was still alive
+    student, worker = killed
+    (entry,) = [e for e in entries if e["student_id"] == student]
+    assert entry["worker"] and entry["worker"] != worker  # graded again, by a worker that was alive
+    assert entry["status"] == "ok" and sum(r["score"] for r in entry["rows"]) == 5  # as the local pool graded it
 
 
 # --------------------------------------------------------------------------- dask scheduler / dask worker
