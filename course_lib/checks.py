@@ -518,7 +518,32 @@ def run_check(spec: Spec, obj: Any, hidden: bool = False, seed: int | None = Non
     device = _device()
     # No cases for a spec without them, as for the grader (see hidden_cases).
     cases = spec.cases(rng, device, n) if callable(obj) and spec.cases is not None else []
-    return judge_observations(spec, cases, observe_cases(spec, obj, cases, device=device, raw=True))
+    observed = observe_cases(spec, obj, cases, device=device, raw=True)
+    if spec.is_capstone and not hidden and seed is None and cases:
+        _SELF_CHECKED.pop(spec.id, None)
+        first = (observed.get("observations") or [None])[0]
+        if first is not None and not _is_raised(first):
+            _SELF_CHECKED[spec.id] = (obj, cases[0], from_portable(first))
+    return judge_observations(spec, cases, observed)
+
+
+# A capstone's last self-check in this kernel, by exercise id: (the function checked, its public case, its answer).
+_SELF_CHECKED: dict[str, tuple[Any, Case, Any]] = {}
+
+
+def self_check_run(exercise_id: str, fn: Callable[..., Any]) -> tuple[Case, Any]:
+    """A capstone's public case (its held-out labels in ``Case.secret``) and ``fn``'s answer on it, for the pictures
+    after the self-check (lessons 02, 04, 06): the self-check's own answer when it last checked this very ``fn`` in
+    this kernel, so a model is not trained a second time only to be looked at; else ``fn`` runs on the case now
+    (a redefined function, a restarted kernel, a self-check that was skipped or raised)."""
+    spec = get_spec(exercise_id)
+    if not spec.is_capstone or spec.cases is None:
+        raise ValueError(f"{exercise_id} is not a capstone: its self-check keeps no answer to look at")
+    kept = _SELF_CHECKED.get(exercise_id)
+    if kept is not None and kept[0] is fn:
+        return kept[1], kept[2]
+    case = spec.cases(np.random.default_rng(0), _device(), spec.n_visible)[0]  # the self-check's own rng
+    return case, spec.run(fn, case)
 
 
 def check(exercise_id: str, obj: Any, hidden: bool = False, seed: int | None = None) -> None:

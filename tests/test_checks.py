@@ -395,6 +395,37 @@ def test_bands_give_the_share_of_each_edge_and_nothing_below():
         checks.Bands("error", False, {"ci": (0.1,)}, (1.0, 0.5))
 
 
+def test_the_picture_after_a_capstone_reuses_the_self_checks_answer_for_that_function_only(monkeypatch, capsys):
+    def cases(rng, device, n):
+        return [checks.Case((float(rng.integers(1000)),), {}, "one number", secret=0.0)]
+
+    spec = checks.Spec(id="toy_capstone", reference=lambda x: x, cases=cases, n_visible=1, n_hidden=1,
+                       judge=lambda case, got, expected: None, measure=lambda case, got: abs(got),
+                       bands=checks.Bands("error", False, {p: (1e9,) for p in ("ci", "cpu", "gpu")}, (1.0,)))
+    monkeypatch.setitem(checks.registry(), spec.id, spec)
+    monkeypatch.setattr(checks, "_SELF_CHECKED", {})
+    calls = []
+
+    def trained(x):  # stands for a capstone that trains for minutes
+        calls.append(x)
+        return x
+
+    check(spec.id, trained)
+    public, got = checks.self_check_run(spec.id, trained)
+    assert len(calls) == 1 and got == calls[0] == public.args[0]  # the self-check's own answer: no second run
+    check(spec.id, lambda x: x + 1, hidden=True)  # the hidden test's other case is never the picture's
+    assert checks.self_check_run(spec.id, trained) == (public, got) and len(calls) == 1
+
+    def redefined(x):
+        calls.append(x)
+        return -x
+
+    again, got = checks.self_check_run(spec.id, redefined)  # not what the self-check checked: run it now
+    assert again.args == public.args and got == -public.args[0] and len(calls) == 2
+    with pytest.raises(ValueError, match="not a capstone"):
+        checks.self_check_run("fill_l1_loss", fill_level.fill_l1_loss)
+
+
 def test_a_clause_breach_seen_by_the_probe_is_named_as_that_clause():
     def detached_abs(x):
         return x.abs().detach()
