@@ -518,29 +518,35 @@ def run_check(spec: Spec, obj: Any, hidden: bool = False, seed: int | None = Non
     device = _device()
     # No cases for a spec without them, as for the grader (see hidden_cases).
     cases = spec.cases(rng, device, n) if callable(obj) and spec.cases is not None else []
+    keep = spec.is_capstone and not hidden and seed is None and bool(cases)
+    if keep:  # until an answer comes: a self-check that raises or is interrupted leaves this mark
+        _SELF_CHECKED[spec.id] = (obj, cases[0], _NO_ANSWER)
     observed = observe_cases(spec, obj, cases, device=device, raw=True)
-    if spec.is_capstone and not hidden and seed is None and cases:
-        _SELF_CHECKED.pop(spec.id, None)
-        first = (observed.get("observations") or [None])[0]
-        if first is not None and not _is_raised(first):
-            _SELF_CHECKED[spec.id] = (obj, cases[0], from_portable(first))
+    first = (observed.get("observations") or [None])[0]
+    if keep and first is not None and not _is_raised(first):
+        _SELF_CHECKED[spec.id] = (obj, cases[0], from_portable(first))
     return judge_observations(spec, cases, observed)
 
 
 # A capstone's last self-check in this kernel, by exercise id: (the function checked, its public case, its answer).
 _SELF_CHECKED: dict[str, tuple[Any, Case, Any]] = {}
+_NO_ANSWER = object()
 
 
 def self_check_run(exercise_id: str, fn: Callable[..., Any]) -> tuple[Case, Any]:
     """A capstone's public case (its held-out labels in ``Case.secret``) and ``fn``'s answer on it, for the pictures
     after the self-check (lessons 02, 04, 06): the self-check's own answer when it last checked this very ``fn`` in
     this kernel, so a model is not trained a second time only to be looked at; else ``fn`` runs on the case now
-    (a redefined function, a restarted kernel, a self-check that was skipped or raised)."""
+    (a redefined function, a restarted kernel, a skipped self-check). Raises RuntimeError when the self-check of
+    this very ``fn`` raised or was stopped: running it again would take as long, to fail the same way."""
     spec = get_spec(exercise_id)
     if not spec.is_capstone or spec.cases is None:
         raise ValueError(f"{exercise_id} is not a capstone: its self-check keeps no answer to look at")
     kept = _SELF_CHECKED.get(exercise_id)
     if kept is not None and kept[0] is fn:
+        if kept[2] is _NO_ANSWER:
+            raise RuntimeError(f"the self-check got no answer from this {exercise_id} (it raised or was stopped): "
+                               "fix it, run its self-check again, then this cell")
         return kept[1], kept[2]
     case = spec.cases(np.random.default_rng(0), _device(), spec.n_visible)[0]  # the self-check's own rng
     return case, spec.run(fn, case)

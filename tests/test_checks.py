@@ -425,6 +425,15 @@ def test_the_picture_after_a_capstone_reuses_the_self_checks_answer_for_that_fun
     with pytest.raises(ValueError, match="not a capstone"):
         checks.self_check_run("fill_l1_loss", fill_level.fill_l1_loss)
 
+    def broken(x):
+        calls.append(x)
+        raise ZeroDivisionError("a bug after minutes of training")
+
+    check(spec.id, broken)
+    with pytest.raises(RuntimeError, match="got no answer from this toy_capstone"):  # not a second long run
+        checks.self_check_run(spec.id, broken)
+    assert len(calls) == 3
+
 
 def test_a_clause_breach_seen_by_the_probe_is_named_as_that_clause():
     def detached_abs(x):
