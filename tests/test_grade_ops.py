@@ -4,6 +4,7 @@ One small class of lesson 01 (the cheapest to run: its capstone trains nothing) 
 test_dataloader.py's class (alice, bob, carol: graded once for both files), copied, with the students who misbehave
 added and graded into it. The tests read what it left behind.
 """
+import copy
 import csv
 import json
 import os
@@ -211,3 +212,17 @@ def test_cell_time_limits_per_lesson(monkeypatch):
     nb.metadata["autograder"] = {"cell_timeout": {"ci": 33}}
     assert grade.cell_timeout(LESSON, opts, nb) == 33
     assert grade.cell_timeout(LESSON, grade.Options(profile="ci", cell_timeout=5), nb) == 5
+
+
+def test_an_unchanged_cell_gets_a_multiple_of_its_recorded_time_and_the_students_own_cells_none():
+    source = _solution()
+    nb = copy.deepcopy(source)
+    code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and grade._recorded_seconds(c) is not None]
+    first, second = code[:2]
+    nb.cells[second].source += "\nprint('mine')"  # the student's own text: the uniform per-cell limit
+    limits = grade.cell_limits(nb, source, grade.Options(profile="ci"))
+    recorded = grade._recorded_seconds(source.cells[first])
+    assert limits[first] == pytest.approx(grade.CELL_FACTOR * recorded + grade.CELL_MARGIN)
+    assert limits[first] >= 3 * recorded + 8  # the margin a loaded grading machine needed (lr_find, lesson 03)
+    assert second not in limits
+    assert grade.cell_limits(nb, source, grade.Options(profile="cpu")) == {}  # times are recorded in ci only
