@@ -512,20 +512,25 @@ def run_check(spec: Spec, obj: Any, hidden: bool = False, seed: int | None = Non
     then the same judgement (:func:`judge_observations`), only without the trip through plain data."""
     if spec.kind == "answer":
         return judge_observations(spec, [], {"kind": "answer", "value": obj})
-    n = spec.n_hidden if hidden else spec.n_visible
-    # Hidden runs use other cases than the visible self-check, so a memorised answer fails.
-    rng = np.random.default_rng((seed if seed is not None else 0) + (7919 if hidden else 0))
     device = _device()
     # No cases for a spec without them, as for the grader (see hidden_cases).
-    cases = spec.cases(rng, device, n) if callable(obj) and spec.cases is not None else []
+    cases = _check_cases(spec, hidden, seed, device) if callable(obj) and spec.cases is not None else []
     keep = spec.is_capstone and not hidden and seed is None and bool(cases)
     if keep:  # until an answer comes: a self-check that raises or is interrupted leaves this mark
         _SELF_CHECKED[spec.id] = (obj, cases[0], _NO_ANSWER)
     observed = observe_cases(spec, obj, cases, device=device, raw=True)
-    first = (observed.get("observations") or [None])[0]
-    if keep and first is not None and not _is_raised(first):
-        _SELF_CHECKED[spec.id] = (obj, cases[0], from_portable(first))
+    if keep:
+        first = (observed.get("observations") or [None])[0]
+        if first is not None and not _is_raised(first):
+            _SELF_CHECKED[spec.id] = (obj, cases[0], from_portable(first))
     return judge_observations(spec, cases, observed)
+
+
+def _check_cases(spec: Spec, hidden: bool, seed: int | None, device: torch.device) -> list[Case]:
+    """The cases :func:`run_check` draws. Hidden runs use other cases than the visible self-check, so a memorised
+    answer fails."""
+    rng = np.random.default_rng((seed if seed is not None else 0) + (7919 if hidden else 0))
+    return cast(Callable, spec.cases)(rng, device, spec.n_hidden if hidden else spec.n_visible)
 
 
 # A capstone's last self-check in this kernel, by exercise id: (the function checked, its public case, its answer).
@@ -535,7 +540,7 @@ _NO_ANSWER = object()
 
 def self_check_run(exercise_id: str, fn: Callable[..., Any]) -> tuple[Case, Any]:
     """A capstone's public case (its held-out labels in ``Case.secret``) and ``fn``'s answer on it, for the pictures
-    after the self-check (lessons 02, 04, 06): the self-check's own answer when it last checked this very ``fn`` in
+    after the self-check (lessons 02-06): the self-check's own answer when it last checked this very ``fn`` in
     this kernel, so a model is not trained a second time only to be looked at; else ``fn`` runs on the case now
     (a redefined function, a restarted kernel, a skipped self-check). Raises RuntimeError when the self-check of
     this very ``fn`` raised or was stopped: running it again would take as long, to fail the same way."""
@@ -548,7 +553,7 @@ def self_check_run(exercise_id: str, fn: Callable[..., Any]) -> tuple[Case, Any]
             raise RuntimeError(f"the self-check got no answer from this {exercise_id} (it raised or was stopped): "
                                "fix it, run its self-check again, then this cell")
         return kept[1], kept[2]
-    case = spec.cases(np.random.default_rng(0), _device(), spec.n_visible)[0]  # the self-check's own rng
+    case = _check_cases(spec, False, None, _device())[0]  # the self-check's own public case
     return case, spec.run(fn, case)
 
 

@@ -395,7 +395,7 @@ def test_bands_give_the_share_of_each_edge_and_nothing_below():
         checks.Bands("error", False, {"ci": (0.1,)}, (1.0, 0.5))
 
 
-def test_the_picture_after_a_capstone_reuses_the_self_checks_answer_for_that_function_only(monkeypatch, capsys):
+def test_the_picture_after_a_capstone_reuses_the_self_checks_answer_for_that_function_only(monkeypatch):
     def cases(rng, device, n):
         return [checks.Case((float(rng.integers(1000)),), {}, "one number", secret=0.0)]
 
